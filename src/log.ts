@@ -1,0 +1,49 @@
+/** Syslog priorities, as journald reads them from `<N>` line prefixes. */
+export const PRIORITY = { error: 3, warning: 4, notice: 5, info: 6, debug: 7 } as const;
+export type Level = keyof typeof PRIORITY;
+
+export interface Logger {
+  error(message: string): void;
+  warning(message: string): void;
+  notice(message: string): void;
+  info(message: string): void;
+  debug(message: string): void;
+}
+
+export interface LoggerOptions {
+  /** Lowest priority printed; debug prints everything. */
+  level?: Level;
+  /** With `<N>` prefixes for journald (set when JOURNAL_STREAM says stderr is the journal). */
+  journal?: boolean;
+  write?: (line: string) => void;
+}
+
+/** A logger on stderr: `<N>` prefixes under systemd, `poprelay: level: ` otherwise. */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const max = PRIORITY[options.level ?? "info"];
+  const journal = options.journal ?? Boolean(process.env.JOURNAL_STREAM);
+  const write = options.write ?? ((line: string) => process.stderr.write(line));
+  const emit = (level: Level) => (message: string) => {
+    const priority = PRIORITY[level];
+    if (priority > max) return;
+    // One record per line: journald would split a message with newlines into several.
+    const text = message.replace(/\n/g, "\n  ");
+    const lines = text.split("\n");
+    const prefix = journal ? `<${priority}>` : `poprelay: ${level === "info" ? "" : `${level}: `}`;
+    write(`${lines.map((l) => prefix + l).join("\n")}\n`);
+  };
+  return {
+    error: emit("error"),
+    warning: emit("warning"),
+    notice: emit("notice"),
+    info: emit("info"),
+    debug: emit("debug"),
+  };
+}
+
+/** A logger that records instead of printing; for tests and for quiet library use. */
+export function memoryLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const logger = createLogger({ level: "debug", journal: false, write: (l) => lines.push(l) });
+  return Object.assign(logger, { lines });
+}

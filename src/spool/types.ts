@@ -1,0 +1,33 @@
+/** One address allowed to relay: who logged in from it, through which agent, and when. */
+export interface SpoolEntry {
+  /** Canonical address (see address/ip.ts); also the entry's key. */
+  ip: string;
+  user: string;
+  agent: string;
+  /** When the server logged the login, in ms since the epoch. */
+  login: number;
+  /** login + relay.period at the time of the login, in ms since the epoch. */
+  expires: number;
+}
+
+/**
+ * Where entries live. The file store is the first backend; others (Redis) implement the same
+ * contract. Every method validates addresses before anything touches storage.
+ */
+export interface SpoolStore {
+  /** Adds or refreshes entries. A later login wins; an older one never shortens an entry. */
+  put(entries: readonly SpoolEntry[]): Promise<SpoolEntry[]>;
+  /** Removes the given addresses; returns those that were present. */
+  remove(ips: readonly string[]): Promise<string[]>;
+  /** Removes entries whose expiry is at or before `now`; returns them. */
+  removeExpired(now: number): Promise<SpoolEntry[]>;
+  /** Removes every entry; returns how many there were. */
+  wipe(): Promise<number>;
+  /** Every entry, sorted by address. */
+  list(): Promise<SpoolEntry[]>;
+  /**
+   * Runs `fn` holding the store's exclusive lock, shared by every process that uses the store.
+   * The lock dies with its holder, so a killed process never blocks the others.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+}
