@@ -1,0 +1,44 @@
+# Sourced by scripts/demo.sh and scripts/test.sh: installs what is missing, as root or through sudo.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+require_node() {
+  if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+    echo "poprelay needs Node.js 20 or later (node --version: $(node --version 2>/dev/null || echo none))" >&2
+    exit 1
+  fi
+}
+
+# apt_install PACKAGE...: installs those not yet installed, updating the lists once.
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing: ${missing[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# unpack PACKAGE FILE DIR: unpacks PACKAGE's .deb into DIR unless DIR/FILE is there.
+unpack() {
+  local package=$1 file=$2 dir=$3
+  [ -e "$dir/$file" ] && return 0
+  mkdir -p "$dir"
+  local deb
+  deb=$(mktemp -d)
+  (cd "$deb" && { apt-get download "$package" 2>/dev/null || { as_root apt-get update -qq && apt-get download "$package" 2>/dev/null; }; })
+  dpkg-deb -x "$deb"/*.deb "$dir"
+  rm -rf "$deb"
+}
+
+# The node modules and the compiled program, rebuilt when the lock file or sources changed.
+build() {
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund
+  fi
+  npm run --silent build
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian 12 machine, then runs every test.
+source "$(dirname "$0")/setup-common.sh"
+require_node
+# build-essential and python3 build fs-ext (flock) when npm ci compiles it.
+apt_install ca-certificates g++ make python3 postfix postfix-lmdb postfix-cdb ucspi-tcp
+# Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
+# Sendmail's makemap, and the IPv6-capable tcprules.
+apt_install libdb5.3 libldap-2.5-0 libsasl2-2
+unpack sendmail-bin usr/libexec/sendmail/makemap .cache/sendmail
+unpack ucspi-tcp-ipv6 usr/bin/tcprules .cache/ucspi-tcp-ipv6
+build
+node --test --test-concurrency=1 build/test/*.test.js

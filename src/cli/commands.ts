@@ -1,0 +1,222 @@
+import { readFile } from "node:fs/promises";
+import { canonicalIp } from "../address/ip.js";
+import { importLegacy } from "../config/legacy.js";
+import { describeConfig, type LoadedConfig, loadConfig } from "../config/load.js";
+import type { Logger } from "../log.js";
+import { checkMapTools } from "../maps/settings.js";
+import type { MapWriteResult } from "../maps/write.js";
+import { RelayState } from "../relay-state.js";
+import { FileSpoolStore } from "../spool/file-store.js";
+import type { SpoolEntry } from "../spool/types.js";
+
+export class UsageError extends Error {}
+
+export interface CommandContext {
+  args: string[];
+  options: { user?: string; json?: boolean; print?: boolean; [key: string]: unknown };
+  configDir: string;
+  instance: string;
+  log: Logger;
+  out: (text: string) => void;
+}
+
+export interface Command {
+  args: string;
+  summary: string;
+  /** Options this command takes besides the global ones. */
+  takes: readonly string[];
+  /** Positional arguments: [min, max]. */
+  arity: [number, number];
+  check(context: CommandContext): void;
+  run(context: CommandContext): Promise<number>;
+}
+
+const GLOBAL_OPTIONS = new Set(["config-dir", "instance", "help", "version"]);
+
+function command(spec: Omit<Command, "check">): Command {
+  return {
+    ...spec,
+    check({ args, options }) {
+      const [min, max] = spec.arity;
+      if (args.length < min) throw new UsageError("missing argument");
+      if (args.length > max)
+        throw new UsageError(`unexpected argument ${JSON.stringify(args[max])}`);
+      for (const [name, value] of Object.entries(options)) {
+        if (value !== undefined && !GLOBAL_OPTIONS.has(name) && !spec.takes.includes(name)) {
+          throw new UsageError(`--${name} does not apply to this command`);
+        }
+      }
+    },
+  };
+}
+
+interface Opened {
+  loaded: LoadedConfig;
+  relay: RelayState;
+}
+
+async function open(context: CommandContext): Promise<Opened> {
+  const loaded = await loadConfig(context.configDir, context.instance);
+  const { config } = loaded;
+  const store = new FileSpoolStore({
+    directory: config.spool.directory,
+    legacyPeriod: config.relay.period,
+    log: context.log,
+  });
+  return { loaded, relay: new RelayState(store, config.map, context.log) };
+}
+
+function mapSummary(map: MapWriteResult): string {
+  return `map ${map.file}: ${map.entries} ${map.entries === 1 ? "entry" : "entries"}${map.changed ? "" : " (unchanged)"}`;
+}
+
+const time = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
+
+function formatList(entries: readonly SpoolEntry[], now: number, json: boolean): string {
+  if (json) {
+    return entries
+      .map(
+        (e) =>
+          `${JSON.stringify({ ...e, login: time(e.login), expires: time(e.expires), expired: e.expires <= now })}\n`,
+      )
+      .join("");
+  }
+  const rows = entries.map((e) => [
+    e.ip,
+    e.user,
+    e.agent,
+    time(e.login),
+    e.expires <= now ? "expired" : time(e.expires),
+  ]);
+  const table = [["ADDRESS", "USER", "AGENT", "LOGIN", "EXPIRES"], ...rows];
+  const widths = table[0]?.map((_, i) => Math.max(...table.map((r) => (r[i] ?? "").length))) ?? [];
+  return table
+    .map(
+      (r) =>
+        `${r
+          .map((c, i) => c.padEnd(widths[i] ?? 0))
+          .join("  ")
+          .trimEnd()}\n`,
+    )
+    .join("");
+}
+
+export const COMMANDS: Record<string, Command> = {
+  check: command({
+    args: "[--print]",
+    summary: "validate the configuration; --print shows the merged result",
+    takes: ["print"],
+    arity: [0, 0],
+    async run(context) {
+      const loaded = await loadConfig(context.configDir, context.instance);
+      await checkMapTools(loaded.config.map);
+      if (context.options.print) context.out(describeConfig(loaded));
+      else
+        context.out(
+          `configuration ok: ${loaded.files.length} file(s) in ${context.configDir}/conf.d\n`,
+        );
+      return 0;
+    },
+  }),
+  add: command({
+    args: "IP [--user NAME]",
+    summary: "let IP relay for relay.period, then write the map",
+    takes: ["user"],
+    arity: [1, 1],
+    async run(context) {
+      const ip = canonicalIp(context.args[0] ?? "").address;
+      const { loaded, relay } = await open(context);
+      const now = Date.now();
+      const entry = {
+        ip,
+        user: context.options.user ?? "-",
+        agent: "manual",
+        login: now,
+        expires: now + loaded.config.relay.period * 1000,
+      };
+      const { map } = await relay.grant([entry]);
+      context.out(`${ip} may relay until ${time(entry.expires)}; ${mapSummary(map)}\n`);
+      return 0;
+    },
+  }),
+  remove: command({
+    args: "IP",
+    summary: "stop IP relaying now, then write the map",
+    takes: [],
+    arity: [1, 1],
+    async run(context) {
+      const ip = canonicalIp(context.args[0] ?? "").address;
+      const { relay } = await open(context);
+      const { result, map } = await relay.revoke([ip]);
+      context.out(
+        `${ip} ${result.length > 0 ? "removed" : "was not in the spool"}; ${mapSummary(map)}\n`,
+      );
+      return 0;
+    },
+  }),
+  list: command({
+    args: "[--json]",
+    summary: "show the spool (--json: one object per line)",
+    takes: ["json"],
+    arity: [0, 0],
+    async run(context) {
+      const { relay } = await open(context);
+      context.out(formatList(await relay.entries(), Date.now(), context.options.json === true));
+      return 0;
+    },
+  }),
+  clean: command({
+    args: "",
+    summary: "remove expired entries, then write the map (the cleanup timer runs this)",
+    takes: [],
+    arity: [0, 0],
+    async run(context) {
+      const { relay } = await open(context);
+      const { result, map } = await relay.expire();
+      context.out(
+        `${result.length} expired ${result.length === 1 ? "entry" : "entries"} removed; ${mapSummary(map)}\n`,
+      );
+      return 0;
+    },
+  }),
+  wipe: command({
+    args: "",
+    summary: "remove every entry, then write an empty map",
+    takes: [],
+    arity: [0, 0],
+    async run(context) {
+      const { relay } = await open(context);
+      const { result, map } = await relay.wipe();
+      context.out(`${result} ${result === 1 ? "entry" : "entries"} removed; ${mapSummary(map)}\n`);
+      return 0;
+    },
+  }),
+  generate: command({
+    args: "",
+    summary: "write the map (and its database) from the spool now",
+    takes: [],
+    arity: [0, 0],
+    async run(context) {
+      const { relay } = await open(context);
+      const { map } = await relay.regenerate();
+      context.out(`${mapSummary(map)}\n`);
+      return 0;
+    },
+  }),
+  "import-legacy": command({
+    args: "FILE",
+    summary: "print a Mail::POPRelay config as YAML for conf.d",
+    takes: [],
+    arity: [1, 1],
+    async run(context) {
+      const file = context.args[0] ?? "";
+      const text = await readFile(file, "utf8").catch((error: Error) => {
+        throw new Error(`${file}: cannot read: ${error.message}`);
+      });
+      const result = importLegacy(text, file);
+      context.out(result.yaml);
+      for (const note of result.notes) context.log.warning(note);
+      return 0;
+    },
+  }),
+};

@@ -1,0 +1,99 @@
+import { parseArgs } from "node:util";
+import { InvalidIpError } from "../address/ip.js";
+import { ConfigError, DEFAULT_CONFIG_DIR } from "../config/load.js";
+import { createLogger } from "../log.js";
+import { MapConfigError } from "../maps/settings.js";
+import { COMMANDS, type CommandContext, UsageError } from "./commands.js";
+import { VERSION } from "./version.js";
+
+const OPTIONS = {
+  "config-dir": { type: "string" },
+  instance: { type: "string" },
+  user: { type: "string" },
+  json: { type: "boolean" },
+  print: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+export const EXIT = { ok: 0, input: 1, usage: 2 } as const;
+
+export function usage(): string {
+  const rows = Object.entries(COMMANDS).map(
+    ([name, c]) => `  ${`${name} ${c.args}`.padEnd(34)}${c.summary}`,
+  );
+  return [
+    "usage: poprelay COMMAND [options]",
+    "",
+    "Grants SMTP relay to addresses that just logged in to POP3/IMAP, by writing the MTA's access map.",
+    "",
+    "commands:",
+    ...rows,
+    "",
+    "options for every command:",
+    `  --config-dir DIR                  configuration (default $POPRELAY_CONFIG_DIR or ${DEFAULT_CONFIG_DIR})`,
+    "  --instance NAME                   apply the instances.NAME overrides (the systemd instance)",
+    "  -h, --help                        this text",
+    "  -V, --version                     the version",
+    "",
+    "exit status: 0 ok, 1 bad configuration or input, 2 usage",
+  ].join("\n");
+}
+
+/** Runs one command line; returns the exit status rather than exiting, for tests. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const log = createLogger();
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    process.stderr.write(`poprelay: ${(error as Error).message}\n${usage()}\n`);
+    return EXIT.usage;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    process.stdout.write(`poprelay ${VERSION}\n`);
+    return EXIT.ok;
+  }
+  const [name, ...args] = positionals;
+  if (values.help || name === undefined || name === "help") {
+    (name === undefined && !values.help ? process.stderr : process.stdout).write(`${usage()}\n`);
+    return name === undefined && !values.help ? EXIT.usage : EXIT.ok;
+  }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!command) {
+    process.stderr.write(`poprelay: unknown command ${JSON.stringify(name)}\n${usage()}\n`);
+    return EXIT.usage;
+  }
+  const context: CommandContext = {
+    args,
+    options: values,
+    configDir: values["config-dir"] ?? process.env.POPRELAY_CONFIG_DIR ?? DEFAULT_CONFIG_DIR,
+    instance: values.instance ?? "",
+    log,
+    out: (text) => process.stdout.write(text),
+  };
+  try {
+    command.check(context);
+    return await command.run(context);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(
+        `poprelay ${name}: ${error.message}\nusage: poprelay ${name} ${command.args}\n`,
+      );
+      return EXIT.usage;
+    }
+    if (error instanceof ConfigError || error instanceof MapConfigError) {
+      log.error(`configuration is not valid:\n${error.message}`);
+      return EXIT.input;
+    }
+    if (error instanceof InvalidIpError) {
+      log.error(error.message);
+      return EXIT.input;
+    }
+    log.error(
+      process.env.POPRELAY_DEBUG ? String((error as Error).stack) : (error as Error).message,
+    );
+    return EXIT.input;
+  }
+}

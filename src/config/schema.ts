@@ -1,0 +1,191 @@
+import convict from "convict";
+import { parseCidr } from "../address/cidr.js";
+import { parseDuration } from "./duration.js";
+
+// Formats throw plain messages; the loader adds the file, line and key.
+function stringArray(check: (item: string) => void) {
+  return (value: unknown) => {
+    if (!Array.isArray(value)) throw new TypeError("must be a list");
+    value.forEach((item, index) => {
+      if (typeof item !== "string") throw new TypeError(`item ${index} must be a string`);
+      try {
+        check(item);
+      } catch (error) {
+        throw new TypeError(`item ${index}: ${(error as Error).message}`);
+      }
+    });
+  };
+}
+
+function oneLine(value: unknown) {
+  if (typeof value !== "string") throw new TypeError("must be a string");
+  if (/[\0\r\n]/.test(value)) throw new TypeError("must not contain NUL or line breaks");
+}
+
+function absolutePath(value: unknown) {
+  oneLine(value);
+  if (!(value as string).startsWith("/")) throw new TypeError("must be an absolute path");
+}
+
+function optionalAbsolutePath(value: unknown) {
+  if (value !== "") absolutePath(value);
+}
+
+const JOURNAL_MATCH = /^[A-Z0-9_]+=.*$|^\+$/;
+
+convict.addFormats({
+  duration: {
+    validate: (value: unknown) => {
+      if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) parseDuration(value);
+    },
+    // Convict coerces while loading, before validation: leave bad values for validate to report.
+    coerce: (value: unknown) => {
+      try {
+        return parseDuration(value);
+      } catch {
+        return value;
+      }
+    },
+  },
+  // Convict's Boolean turns any string into a boolean; YAML already has true and false.
+  "strict-boolean": {
+    validate: (value: unknown) => {
+      if (typeof value !== "boolean") throw new TypeError("must be true or false");
+    },
+  },
+  "absolute-path": { validate: absolutePath },
+  "optional-absolute-path": { validate: optionalAbsolutePath },
+  "one-line": { validate: oneLine },
+  "cidr-list": { validate: stringArray((item) => parseCidr(item)) },
+  "journal-matches": {
+    validate: stringArray((item) => {
+      if (!JOURNAL_MATCH.test(item))
+        throw new TypeError(`${JSON.stringify(item)} is not FIELD=value or +`);
+    }),
+  },
+  agent: {
+    validate: (value: unknown) => {
+      if (
+        value !== "" &&
+        (typeof value !== "string" || !/^[a-z0-9][a-z0-9_-]{0,63}$/.test(value))
+      ) {
+        throw new TypeError("must be a profile name: lowercase letters, digits, - and _");
+      }
+    },
+  },
+});
+
+/** Every key poprelay reads; unknown keys are errors. Documentation lives in the `doc` fields. */
+export const schema = {
+  agent: {
+    doc: "Agent profile (the POP/IMAP server's login lines). Empty: the instance name.",
+    format: "agent",
+    default: "",
+  },
+  input: {
+    source: {
+      doc: "Where login lines come from: journal, file, or auto (journal if readable).",
+      format: ["auto", "journal", "file"],
+      default: "auto",
+    },
+    file: {
+      doc: "Log file to follow (seed: mailLogFile).",
+      format: "absolute-path",
+      default: "/var/log/mail.log",
+    },
+    journal: {
+      matches: {
+        doc: "Extra journalctl matches (FIELD=value, or + for OR); the agent supplies defaults.",
+        format: "journal-matches",
+        default: [] as string[],
+      },
+      directory: {
+        doc: "journalctl --directory (tests, remote journals). Empty: the system journal.",
+        format: "optional-absolute-path",
+        default: "",
+      },
+    },
+  },
+  match: {
+    regex: {
+      doc: "Custom login regex with (?<user>...) and (?<ip>...) (seed: mailLogRegExp). Empty: the agent's.",
+      format: "one-line",
+      default: "",
+    },
+    ignore: {
+      doc: "Networks never granted relay.",
+      format: "cidr-list",
+      default: ["127.0.0.0/8", "::1/128"],
+    },
+    allow: {
+      doc: "When not empty, only these networks are granted relay.",
+      format: "cidr-list",
+      default: [] as string[],
+    },
+  },
+  relay: {
+    period: {
+      doc: "How long a login may relay: seconds, or 90s, 30m, 1h (seed: mailRelayPeriod).",
+      format: "duration",
+      default: 1800,
+    },
+  },
+  spool: {
+    directory: {
+      doc: "One file per address (seed: mailRelayDirectory).",
+      format: "absolute-path",
+      default: "/var/lib/poprelay/spool",
+    },
+  },
+  state: {
+    directory: {
+      doc: "Journal cursor and file offsets.",
+      format: "absolute-path",
+      default: "/var/lib/poprelay",
+    },
+  },
+  map: {
+    mta: {
+      doc: "Which MTA reads the map (seed: mailProgram, %m).",
+      format: ["postfix", "sendmail", "exim", "qmail", "plain"],
+      default: "postfix",
+    },
+    file: {
+      doc: "The relay map (seed: mailRelayFile, %r).",
+      format: "absolute-path",
+      default: "/var/lib/poprelay/relay",
+    },
+    format: {
+      doc: "One line per address: %i address, %m mta, %r map file (seed: mailRelayFileFormat). Empty: per MTA.",
+      format: "one-line",
+      default: "",
+    },
+    type: {
+      doc: "Database type for the default command: hash, btree, lmdb, cdb or none. Empty: per MTA.",
+      format: ["", "hash", "btree", "lmdb", "cdb", "none"],
+      default: "",
+    },
+    command: {
+      doc: "Database build command, %r and %m (seed: mailRelayDatabaseCommand). Empty: per MTA and type.",
+      format: "one-line",
+      default: "",
+    },
+    static: {
+      doc: "A file of the site's own lines, written after the generated ones (qmail's static tcprules).",
+      format: "optional-absolute-path",
+      default: "",
+    },
+    restart: {
+      enabled: {
+        doc: "Run the restart command after the map changed (seed: mailProgramRestart).",
+        format: "strict-boolean",
+        default: false,
+      },
+      command: {
+        doc: "Restart command, %m and %r (seed: mailProgramRestartCommand). Empty: per MTA.",
+        format: "one-line",
+        default: "",
+      },
+    },
+  },
+};

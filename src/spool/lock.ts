@@ -1,0 +1,33 @@
+import { closeSync, constants, openSync } from "node:fs";
+import { flock } from "fs-ext";
+
+/**
+ * An exclusive lock shared by every process that opens the same file: flock(2), which the
+ * kernel drops when its holder dies, so a killed `poprelay add` can never wedge the daemon.
+ * Callers in one process queue in memory first: flock's blocking wait runs on libuv's small
+ * thread pool, and several waiters there could starve the holder's own file I/O.
+ */
+export class FileLock {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly path: string) {}
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(() => this.holding(fn));
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async holding<T>(fn: () => Promise<T>): Promise<T> {
+    const fd = openSync(this.path, constants.O_RDWR | constants.O_CREAT, 0o640);
+    try {
+      await new Promise<void>((resolve, reject) =>
+        flock(fd, "ex", (error) => (error ? reject(error) : resolve())),
+      );
+      return await fn();
+    } finally {
+      // Closing the descriptor releases the lock.
+      closeSync(fd);
+    }
+  }
+}

@@ -1,0 +1,60 @@
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after } from "node:test";
+import { fileURLToPath } from "node:url";
+
+/** The repository root (tests run from build/test). */
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+export const CLI = join(ROOT, "bin/poprelay.js");
+
+/** A fresh directory removed when the test file ends. */
+export async function scratch(prefix = "poprelay-test-"): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A config dir whose conf.d holds the given files (name → YAML text). */
+export async function configDir(files: Record<string, string>): Promise<string> {
+  const dir = await scratch("poprelay-conf-");
+  await mkdir(join(dir, "conf.d"));
+  for (const [name, text] of Object.entries(files))
+    await writeFile(join(dir, "conf.d", name), text);
+  return dir;
+}
+
+/** A config dir with spool, state and map inside it, for the given MTA settings. */
+export async function sandbox(extra = ""): Promise<{ dir: string; spool: string; map: string }> {
+  const dir = await scratch("poprelay-sandbox-");
+  const spool = join(dir, "spool");
+  const map = join(dir, "relay");
+  await mkdir(join(dir, "conf.d"));
+  const yaml = `spool:\n  directory: ${spool}\nstate:\n  directory: ${dir}\nmap:\n  file: ${map}\n${extra}`;
+  await writeFile(join(dir, "conf.d", "50-test.yaml"), yaml);
+  return { dir, spool, map };
+}
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program to completion, never rejecting: the exit code is part of the result. */
+export function run(
+  file: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(file, [...args], { env: { ...process.env, ...env } }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export const poprelay = (args: readonly string[], env: NodeJS.ProcessEnv = {}) =>
+  run(process.execPath, [CLI, ...args], env);
