@@ -42,7 +42,8 @@ export function usage(): string {
 
 /** Runs one command line; returns the exit status rather than exiting, for tests. */
 export async function main(argv: readonly string[]): Promise<number> {
-  const log = createLogger();
+  // The admin commands print their own one-line summary; the daemon logs its work.
+  const log = createLogger({ level: argv[0] === "run" ? "info" : "notice" });
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
   try {
     parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
