@@ -1,0 +1,56 @@
+/**
+ * Splits a server's "key=value, key=<value>, key=[value], word" list, as Dovecot and Courier
+ * write them. A bracketed value ends only at its closing bracket followed by ", " or the end,
+ * so commas and spaces inside a user name stay in it. A key that appears twice makes the list
+ * unusable: the only way to get a second `rip=` is to put one inside a user name.
+ */
+export type FieldList =
+  | { ok: true; fields: ReadonlyMap<string, string> }
+  | { ok: false; duplicate: string };
+
+const SEPARATOR = ", ";
+const KEY = /^([a-z][a-z0-9_-]{0,31})=/;
+const CLOSERS: Record<string, string> = { "<": ">", "[": "]" };
+
+export function parseFieldList(text: string): FieldList {
+  const fields = new Map<string, string>();
+  let at = 0;
+  while (at < text.length) {
+    const key = KEY.exec(text.slice(at, at + 40))?.[1];
+    let end: number;
+    if (key === undefined) {
+      // A bare word such as "TLS" or "secured": no key, nothing to capture.
+      end = nextSeparator(text, at);
+    } else {
+      const valueStart = at + key.length + 1;
+      const closer = CLOSERS[text[valueStart] ?? ""];
+      let value: string;
+      if (closer) {
+        const close = closingAt(text, valueStart + 1, closer);
+        // Unclosed: the rest of the line is the value, and nothing after it can be a field.
+        end = close === -1 ? text.length : close + 1;
+        value = text.slice(valueStart + 1, close === -1 ? text.length : close);
+      } else {
+        end = nextSeparator(text, valueStart);
+        value = text.slice(valueStart, end);
+      }
+      if (fields.has(key)) return { ok: false, duplicate: key };
+      fields.set(key, value);
+    }
+    at = end + SEPARATOR.length;
+  }
+  return { ok: true, fields };
+}
+
+function nextSeparator(text: string, from: number): number {
+  const found = text.indexOf(SEPARATOR, from);
+  return found === -1 ? text.length : found;
+}
+
+/** Index of the closer that is followed by ", " or the end; -1 when there is none. */
+function closingAt(text: string, from: number, closer: string): number {
+  for (let i = text.indexOf(closer, from); i !== -1; i = text.indexOf(closer, i + 1)) {
+    if (i + 1 === text.length || text.startsWith(SEPARATOR, i + 1)) return i;
+  }
+  return -1;
+}

@@ -1,0 +1,150 @@
+import { networkMatcher } from "../address/cidr.js";
+import { canonicalIp, InvalidIpError } from "../address/ip.js";
+import type { LogEntry } from "../readers/types.js";
+import { parseFieldList } from "./fields.js";
+import type { AgentProfile } from "./profile.js";
+import { type LogRecord, toRecord } from "./record.js";
+
+/** A successful login, validated: the address is canonical and allowed to relay. */
+export interface Login {
+  user: string;
+  ip: string;
+  agent: string;
+  /** When the server logged it (ms since the epoch), or when it was read if that is unknown. */
+  time: number;
+  /** Set when the entry's own time could not be used. */
+  timeWarning?: string;
+}
+
+/** Why an entry grants nothing; `poprelay match` counts these. */
+export type Rejection =
+  | "unparsed" // not a log line poprelay can read
+  | "no-match" // not a login line of this server
+  | "spoof" // the right text from the wrong program
+  | "ambiguous" // a field the server writes once appears twice: injected through the user name
+  | "no-ip" // a login line without a usable client address
+  | "ignored" // the address is in match.ignore
+  | "not-allowed"; // match.allow is set and the address is not in it
+
+export type Verdict =
+  | { accepted: true; login: Login; record: LogRecord }
+  | { accepted: false; reason: Rejection; detail?: string; record?: LogRecord };
+
+export interface MatcherOptions {
+  profile: AgentProfile;
+  /** match.regex: replaces the profile's patterns; run over whole lines for text input. */
+  regex?: string;
+  ignore: readonly string[];
+  allow: readonly string[];
+}
+
+// How far ahead of our clock a log time may be before it counts as wrong.
+const FUTURE_SLACK_MS = 60_000;
+
+/** Builds the pure function from a log entry to a verdict, for one profile and config. */
+export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: Date) => Verdict {
+  const { profile } = options;
+  const custom = options.regex ? new RegExp(options.regex) : undefined;
+  const patterns = custom ? [custom] : profile.patterns;
+  const ignored = networkMatcher(options.ignore);
+  const allowed = options.allow.length > 0 ? networkMatcher(options.allow) : () => true;
+  const programs = new Set(profile.programs);
+
+  return (entry, now) => {
+    // The cheapest test first: most lines in a mail log are not logins at all.
+    if (!custom && !entryIncludes(entry, profile.prefilter))
+      return { accepted: false, reason: "no-match" };
+    const record = toRecord(entry, now);
+    if (!record) return { accepted: false, reason: "unparsed" };
+    const subject = custom && record.line !== undefined ? record.line : record.message;
+    const match = firstMatch(patterns, subject);
+    if (!match) return { accepted: false, reason: "no-match", record };
+
+    const trust = trustProblem(profile, programs, record, custom !== undefined);
+    if (trust) return { accepted: false, reason: "spoof", detail: trust, record };
+
+    let user = match.user;
+    let ipText = match.ip;
+    if (match.fields !== undefined && profile.fields) {
+      const list = parseFieldList(match.fields);
+      if (!list.ok)
+        return {
+          accepted: false,
+          reason: "ambiguous",
+          detail: `${list.duplicate}= appears twice`,
+          record,
+        };
+      user = list.fields.get(profile.fields.user);
+      ipText = list.fields.get(profile.fields.ip);
+    }
+    if (ipText === undefined || ipText === "") return { accepted: false, reason: "no-ip", record };
+    let ip: string;
+    try {
+      ip = canonicalIp(ipText).address;
+    } catch (error) {
+      if (!(error instanceof InvalidIpError)) throw error;
+      return { accepted: false, reason: "no-ip", detail: error.message, record };
+    }
+    if (ignored(ip)) return { accepted: false, reason: "ignored", detail: ip, record };
+    if (!allowed(ip)) return { accepted: false, reason: "not-allowed", detail: ip, record };
+
+    const login: Login = { user: user ?? "", ip, agent: profile.name, time: now.getTime() };
+    if (record.time === undefined) {
+      login.timeWarning = "the entry's time could not be read; using the time it was read";
+    } else if (record.time > now.getTime() + FUTURE_SLACK_MS) {
+      login.timeWarning = `the entry's time ${new Date(record.time).toISOString()} is in the future; using the time it was read`;
+    } else {
+      login.time = record.time;
+    }
+    return { accepted: true, login, record };
+  };
+}
+
+function entryIncludes(entry: LogEntry, literal: string): boolean {
+  if (entry.kind === "line") return entry.text.includes(literal);
+  const message = entry.fields.MESSAGE;
+  return typeof message === "string" && message.includes(literal);
+}
+
+interface Captures {
+  user?: string;
+  ip?: string;
+  fields?: string;
+}
+
+function firstMatch(patterns: readonly RegExp[], text: string): Captures | undefined {
+  for (const pattern of patterns) {
+    const groups = pattern.exec(text)?.groups;
+    if (groups) return groups;
+  }
+  return undefined;
+}
+
+/** Why the record cannot be the server's own, or undefined when it is. */
+function trustProblem(
+  profile: AgentProfile,
+  programs: ReadonlySet<string>,
+  record: LogRecord,
+  custom: boolean,
+): string | undefined {
+  if (record.trusted) {
+    const trusted = record.trusted;
+    const ok = profile.journal.some((rule) =>
+      Object.entries(rule).every(([k, v]) => trusted[k] === v),
+    );
+    if (!ok) {
+      const seen = ["_SYSTEMD_UNIT", "_EXE", "_UID"]
+        .map((k) => `${k}=${trusted[k] ?? "(none)"}`)
+        .join(" ");
+      return `journal entry not from ${profile.name}: ${seen}`;
+    }
+  }
+  // A custom regex over whole lines says itself which program it accepts.
+  if (custom && record.line !== undefined) return undefined;
+  if (record.program === undefined) {
+    return profile.ownLogFile || record.trusted ? undefined : `a line without a program tag`;
+  }
+  if (!programs.has(record.program))
+    return `program ${JSON.stringify(record.program)} is not ${profile.name}'s`;
+  return undefined;
+}

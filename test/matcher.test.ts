@@ -1,0 +1,186 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { dovecot } from "../src/matcher/agents/dovecot.js";
+import { parseFieldList } from "../src/matcher/fields.js";
+import { createMatcher } from "../src/matcher/matcher.js";
+import { parseTextLine } from "../src/matcher/text-line.js";
+import type { LogEntry } from "../src/readers/types.js";
+
+const line = (text: string): LogEntry => ({ kind: "line", text });
+const login = (ip: string, stamp = "Nov 24 03:12:01") =>
+  line(
+    `${stamp} mail dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=${ip}, lip=192.0.2.1, mpid=1`,
+  );
+
+describe("text lines", () => {
+  const local = (...args: [number, number, number, number, number, number]) =>
+    new Date(...args).getTime();
+
+  it("reads classic stamps in local time, in the current year", () => {
+    const record = parseTextLine("Nov  4 03:12:01 mail dovecot: hello", new Date(2026, 10, 24));
+    assert.deepEqual(record, {
+      message: "hello",
+      program: "dovecot",
+      time: local(2026, 10, 4, 3, 12, 1),
+      trusted: null,
+      line: "Nov  4 03:12:01 mail dovecot: hello",
+    });
+  });
+
+  it("minds New Year: December lines read in January are last year's", () => {
+    const january = new Date(2027, 0, 1, 0, 5, 0);
+    assert.equal(
+      parseTextLine("Dec 31 23:59:58 h p: x", january)?.time,
+      local(2026, 11, 31, 23, 59, 58),
+    );
+    // A slightly fast server clock on New Year's Eve: next year's first seconds.
+    const eve = new Date(2026, 11, 31, 23, 59, 59);
+    assert.equal(parseTextLine("Jan  1 00:00:02 h p: x", eve)?.time, local(2027, 0, 1, 0, 0, 2));
+  });
+
+  it("places Feb 29 in the last leap year", () => {
+    assert.equal(
+      parseTextLine("Feb 29 10:00:00 h p: x", new Date(2029, 1, 28))?.time,
+      local(2028, 1, 29, 10, 0, 0),
+    );
+    assert.equal(parseTextLine("Feb 30 10:00:00 h p: x", new Date(2029, 1, 28))?.time, undefined);
+  });
+
+  it("reads RFC 3339 stamps with their zone", () => {
+    const record = parseTextLine(
+      "2026-11-24T03:12:05.123456+01:00 mail dovecot[812]: hi",
+      new Date(),
+    );
+    assert.equal(record?.time, Date.UTC(2026, 10, 24, 2, 12, 5, 123));
+    assert.equal(record?.program, "dovecot");
+    assert.equal(record?.message, "hi");
+  });
+
+  it("reads a server's own log file: no host, no tag", () => {
+    const record = parseTextLine(
+      "Nov 26 09:40:43 imap-login: Info: Login: x",
+      new Date(2026, 10, 27),
+    );
+    assert.equal(record?.program, undefined);
+    assert.equal(record?.message, "imap-login: Info: Login: x");
+  });
+
+  it("returns undefined for lines without a stamp", () => {
+    assert.equal(parseTextLine("dovecot: hello", new Date()), undefined);
+    assert.equal(parseTextLine("", new Date()), undefined);
+  });
+});
+
+describe("field lists", () => {
+  it("splits keys, bracketed values and bare words", () => {
+    const list = parseFieldList(
+      "user=<a, b>, method=PLAIN, rip=198.51.100.7, TLS, ip=[::1], session=<x>",
+    );
+    assert.ok(list.ok);
+    assert.deepEqual(Object.fromEntries(list.fields), {
+      user: "a, b",
+      method: "PLAIN",
+      rip: "198.51.100.7",
+      ip: "::1",
+      session: "x",
+    });
+  });
+
+  it("refuses a list with a repeated key", () => {
+    assert.deepEqual(parseFieldList("user=<x>, rip=6.6.6.6, rip=1.2.3.4"), {
+      ok: false,
+      duplicate: "rip",
+    });
+  });
+
+  it("takes an unclosed bracket to the end of the line", () => {
+    const list = parseFieldList("user=<x, rip=6.6.6.6");
+    assert.ok(list.ok);
+    assert.deepEqual(Object.fromEntries(list.fields), { user: "x, rip=6.6.6.6" });
+  });
+});
+
+describe("matcher options", () => {
+  const now = new Date(2026, 10, 24, 12, 0, 0);
+
+  it("match.ignore and match.allow decide after the address is canonical", () => {
+    const match = createMatcher({
+      profile: dovecot,
+      ignore: ["127.0.0.0/8", "10.0.0.0/8"],
+      allow: ["198.51.100.0/24", "10.0.0.0/8"],
+    });
+    const granted = match(login("::ffff:198.51.100.7"), now);
+    assert.ok(granted.accepted);
+    assert.equal(granted.login.ip, "198.51.100.7");
+    assert.deepEqual(pick(match(login("127.0.0.9"), now)), ["ignored", "127.0.0.9"]);
+    assert.deepEqual(pick(match(login("10.1.2.3"), now)), ["ignored", "10.1.2.3"]);
+    assert.deepEqual(pick(match(login("203.0.113.1"), now)), ["not-allowed", "203.0.113.1"]);
+  });
+
+  it("uses the entry's time; a future or unreadable time falls back to now with a warning", () => {
+    const match = createMatcher({ profile: dovecot, ignore: [], allow: [] });
+    const past = match(login("198.51.100.7", "Nov 24 03:12:01"), now);
+    assert.ok(past.accepted);
+    assert.equal(past.login.time, new Date(2026, 10, 24, 3, 12, 1).getTime());
+    assert.equal(past.login.timeWarning, undefined);
+    const future = match(login("198.51.100.7", "Nov 24 13:00:00"), now);
+    assert.ok(future.accepted);
+    assert.equal(future.login.time, now.getTime());
+    assert.match(future.login.timeWarning ?? "", /in the future/);
+    const journal = match(
+      {
+        kind: "journal",
+        fields: {
+          _SYSTEMD_UNIT: "dovecot.service",
+          SYSLOG_IDENTIFIER: "dovecot",
+          MESSAGE: "pop3-login: Login: user=<a>, rip=198.51.100.7",
+          __REALTIME_TIMESTAMP: "garbage",
+        },
+      },
+      now,
+    );
+    assert.ok(journal.accepted);
+    assert.match(journal.login.timeWarning ?? "", /could not be read/);
+  });
+
+  it("prefers _SOURCE_REALTIME_TIMESTAMP to __REALTIME_TIMESTAMP", () => {
+    const match = createMatcher({ profile: dovecot, ignore: [], allow: [] });
+    const verdict = match(
+      {
+        kind: "journal",
+        fields: {
+          _SYSTEMD_UNIT: "dovecot.service",
+          SYSLOG_IDENTIFIER: "dovecot",
+          MESSAGE: "pop3-login: Login: user=<a>, rip=198.51.100.7",
+          _SOURCE_REALTIME_TIMESTAMP: "1795000000123456",
+          __REALTIME_TIMESTAMP: "1795000001000000",
+        },
+      },
+      now,
+    );
+    assert.ok(verdict.accepted);
+    assert.equal(verdict.login.time, 1795000000123);
+  });
+
+  it("a custom match.regex runs over whole text lines, as Mail::POPRelay's did", () => {
+    const regex = String.raw`^\w{3} [ \d]\d [\d:]{8} \S+ qpopper\[\d+\]: \((?<user>[^,]+),(?<ip>[\d.]+)\) Authenticated\.$`;
+    const match = createMatcher({ profile: dovecot, regex, ignore: [], allow: [] });
+    const verdict = match(
+      line("Nov 24 03:12:01 mail qpopper[77]: (alice,198.51.100.7) Authenticated."),
+      now,
+    );
+    assert.ok(verdict.accepted);
+    assert.deepEqual([verdict.login.user, verdict.login.ip], ["alice", "198.51.100.7"]);
+    assert.deepEqual(
+      pick(match(line("Nov 24 03:12:01 mail qpopper[77]: (alice,999.1.1.1) Authenticated."), now)),
+      ["no-ip", undefined],
+    );
+  });
+});
+
+function pick(
+  verdict: ReturnType<ReturnType<typeof createMatcher>>,
+): [string, string | undefined] | "accepted" {
+  if (verdict.accepted) return "accepted";
+  return [verdict.reason, verdict.reason === "no-ip" ? undefined : verdict.detail];
+}
