@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# A demo a newcomer can watch: poprelay grants relay on a scratch Postfix map, Postfix's own
-# postmap answers for it, and the grant expires. Installs what it needs on a fresh Debian 12.
+# A demo a newcomer can watch: `poprelay run` follows a Dovecot log that this script writes,
+# grants relay on a scratch Postfix map as logins appear, and lets each grant expire on time.
+# Installs what it needs on a fresh Debian 12 machine.
 source "$(dirname "$0")/setup-common.sh"
 require_node
-apt_install ca-certificates g++ make python3 postfix
+apt_install ca-certificates g++ make python3 postfix libsystemd-dev
 build
 
 demo=$(mktemp -d /tmp/poprelay-demo.XXXXXX)
 mkdir -p "$demo/conf.d"
+log="$demo/dovecot.log"
 cat > "$demo/conf.d/50-demo.yaml" <<YAML
+# The shipped defaults (conf.d/00-poprelay.yaml), with everything in a scratch directory.
+agent: dovecot
+input:
+  source: file
+  file: $log
 relay:
-  period: 5s
+  period: 8s
 spool:
   directory: $demo/spool
 state:
@@ -20,32 +27,45 @@ map:
   file: $demo/relay
 YAML
 export POPRELAY_CONFIG_DIR=$demo
-poprelay() { echo "\$ poprelay $*"; node bin/poprelay.js "$@"; }
-query() { echo "\$ postmap -q $1 hash:$demo/relay"; postmap -q "$1" "hash:$demo/relay" || echo "(no entry: Postfix would refuse to relay for $1)"; }
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+login() { # login USER IP: the line Dovecot writes to its own log file for a POP3 login
+  printf '%s pop3-login: Info: Login: user=<%s>, method=PLAIN, rip=%s, lip=192.0.2.1, mpid=%d, session=<demo%d>\n' \
+    "$(LC_ALL=C date '+%b %e %H:%M:%S')" "$1" "$2" $RANDOM $RANDOM >> "$log"
+  echo "dovecot.log <- Login: user=<$1>, rip=$2"
+}
+show() {
+  local keys
+  keys=$({ grep -v '^#' "$demo/relay" || true; } | cut -d' ' -f1 | paste -sd' ' -)
+  echo "map now: ${keys:-(empty)}   postmap -q 198.51.100.7: $(postmap -q 198.51.100.7 "hash:$demo/relay" || echo none)"
+}
 
-step "The configuration: conf.d/00-poprelay.yaml's defaults, with scratch paths and a 5 s period"
-cat "$demo/conf.d/50-demo.yaml"
-poprelay check
+step "Starting poprelay run, following $log (relay period: 8 s)"
+touch "$log"
+node bin/poprelay.js run &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null' EXIT
+sleep 1.5
 
-step "alice logs in from 198.51.100.7 (poprelay run does this from the mail log; here by hand)"
-poprelay add 198.51.100.7 --user alice
-poprelay add 2001:db8::25 --user bob
-poprelay list
-step "The map Postfix reads (hash:$demo/relay), and Postfix's own lookup of it"
-cat "$demo/relay"
-query 198.51.100.7
-query 2001:db8::25
-query 203.0.113.9
+step "alice and bob check their mail"
+login alice 198.51.100.7
+login bob 2001:db8::25
+sleep 0.5; show
 
-step "Bad input is refused before it reaches the spool or the map"
-poprelay add '1.2.3.4 OK
-0.0.0.0/0' || true
+step "Lines that grant nothing: a failed login, a local address (match.ignore), an injection attempt"
+printf '%s pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<eve>, method=PLAIN, rip=203.0.113.66, lip=192.0.2.1\n' "$(LC_ALL=C date '+%b %e %H:%M:%S')" >> "$log"
+login carol 127.0.0.5
+login 'x>, method=PLAIN, rip=6.6.6.6, lip=1.1.1.1, mpid=1, session=<y' 198.51.100.99
+sleep 0.5; show
 
-step "Waiting 6 s for relay.period to pass"
-sleep 6
-poprelay list
-poprelay clean
-query 198.51.100.7
+step "The log is rotated (renamed, then a new file); dave logs in on the new file"
+mv "$log" "$log.1" && touch "$log"
+login dave 203.0.113.10
+sleep 0.5; show
 
-step "Done. The scratch files are in $demo"
+step "Waiting 9 s: every grant expires, with no new log line"
+sleep 9; show
+node bin/poprelay.js list
+
+step "Stopping (SIGTERM); the scratch files are in $demo"
+kill $daemon; wait $daemon 2>/dev/null || true
+trap - EXIT

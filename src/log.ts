@@ -1,3 +1,5 @@
+import { fstatSync } from "node:fs";
+
 /** Syslog priorities, as journald reads them from `<N>` line prefixes. */
 export const PRIORITY = { error: 3, warning: 4, notice: 5, info: 6, debug: 7 } as const;
 export type Level = keyof typeof PRIORITY;
@@ -21,7 +23,7 @@ export interface LoggerOptions {
 /** A logger on stderr: `<N>` prefixes under systemd, `poprelay: level: ` otherwise. */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const max = PRIORITY[options.level ?? "info"];
-  const journal = options.journal ?? Boolean(process.env.JOURNAL_STREAM);
+  const journal = options.journal ?? stderrIsJournal();
   const write = options.write ?? ((line: string) => process.stderr.write(line));
   const emit = (level: Level) => (message: string) => {
     const priority = PRIORITY[level];
@@ -39,6 +41,21 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     info: emit("info"),
     debug: emit("debug"),
   };
+}
+
+/**
+ * systemd sets JOURNAL_STREAM to the device and inode of the stream it connected; a child
+ * whose stderr was redirected elsewhere inherits the variable but not the stream.
+ */
+function stderrIsJournal(): boolean {
+  const [device, inode] = (process.env.JOURNAL_STREAM ?? "").split(":");
+  if (!device || !inode) return false;
+  try {
+    const stat = fstatSync(2, { bigint: true });
+    return String(stat.dev) === device && String(stat.ino) === inode;
+  } catch {
+    return false;
+  }
 }
 
 /** A logger that records instead of printing; for tests and for quiet library use. */

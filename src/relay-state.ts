@@ -7,6 +7,18 @@ export interface RelayChange<T> {
   /** What the spool operation returned. */
   result: T;
   map: MapWriteResult;
+  /** Entries in the map now. */
+  live: number;
+  /** When the next live entry expires (ms since the epoch); undefined when none is live. */
+  nextExpiry: number | undefined;
+}
+
+/** The spool change is durable, but the map could not be written (the old one stands). */
+export class MapWriteError extends Error {
+  constructor(cause: Error) {
+    super(cause.message, { cause });
+    this.name = "MapWriteError";
+  }
 }
 
 /**
@@ -56,8 +68,17 @@ export class RelayState {
       const result = await operation();
       const now = this.clock();
       const live = (await this.store.list()).filter((e) => e.expires > now);
-      const map = await writeMap(live, this.map, { force, log: this.log });
-      return { result, map };
+      let map: MapWriteResult;
+      try {
+        map = await writeMap(live, this.map, { force, log: this.log });
+      } catch (error) {
+        throw new MapWriteError(error as Error);
+      }
+      const nextExpiry = live.reduce<number | undefined>(
+        (min, e) => (min === undefined || e.expires < min ? e.expires : min),
+        undefined,
+      );
+      return { result, map, live: live.length, nextExpiry };
     });
   }
 }

@@ -2,9 +2,12 @@ import { readFile } from "node:fs/promises";
 import { canonicalIp } from "../address/ip.js";
 import { importLegacy } from "../config/legacy.js";
 import { describeConfig, type LoadedConfig, loadConfig } from "../config/load.js";
+import { Daemon } from "../daemon/daemon.js";
+import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
 import { checkMapTools } from "../maps/settings.js";
 import type { MapWriteResult } from "../maps/write.js";
+import { AGENTS } from "../matcher/agents/index.js";
 import { RelayState } from "../relay-state.js";
 import { FileSpoolStore } from "../spool/file-store.js";
 import type { SpoolEntry } from "../spool/types.js";
@@ -102,6 +105,54 @@ function formatList(entries: readonly SpoolEntry[], now: number, json: boolean):
 }
 
 export const COMMANDS: Record<string, Command> = {
+  run: command({
+    args: "[--instance NAME]",
+    summary: "the daemon, in the foreground (systemd runs it so)",
+    takes: [],
+    arity: [0, 0],
+    async run(context) {
+      const { log } = context;
+      const notifier = createNotifier(log);
+      const daemon = new Daemon({
+        configDir: context.configDir,
+        instance: context.instance,
+        log,
+        notifier,
+      });
+      await daemon.start();
+      log.info(`running (notify: ${notifier.via}): ${daemon.status()}`);
+      return new Promise<number>((resolve) => {
+        process.on("SIGHUP", () => {
+          daemon.reload().catch((error: Error) => log.error(`reload: ${error.message}`));
+        });
+        const stop = (signal: string) => {
+          log.notice(`${signal}: stopping`);
+          daemon.stop().then(
+            () => resolve(0),
+            (error: Error) => {
+              log.error(`stopping: ${error.message}`);
+              resolve(1);
+            },
+          );
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+      });
+    },
+  }),
+  agents: command({
+    args: "",
+    summary: "list the built-in agent profiles",
+    takes: [],
+    arity: [0, 0],
+    async run(context) {
+      for (const profile of AGENTS.values()) {
+        context.out(`${profile.name.padEnd(12)}${profile.summary}\n`);
+        for (const covered of profile.covers) context.out(`${"".padEnd(14)}${covered}\n`);
+      }
+      return 0;
+    },
+  }),
   check: command({
     args: "[--print]",
     summary: "validate the configuration; --print shows the merged result",

@@ -1,0 +1,230 @@
+import { mkdir } from "node:fs/promises";
+import { ConfigError, loadConfig } from "../config/load.js";
+import type { Logger } from "../log.js";
+import type { LogEntry } from "../readers/types.js";
+import { MapWriteError, type RelayChange } from "../relay-state.js";
+import type { SpoolEntry } from "../spool/types.js";
+import { buildComponents, type Components } from "./components.js";
+import { monotonicUsec, type Notifier } from "./notify.js";
+import { ExpiryTimer } from "./timers.js";
+
+export interface DaemonOptions {
+  configDir: string;
+  instance: string;
+  log: Logger;
+  notifier: Notifier;
+}
+
+interface Counts {
+  lines: number;
+  logins: number;
+  rejected: Record<string, number>;
+  last?: { user: string; ip: string; time: number };
+  live: number;
+  /** Set while the map could not be written; cleared by the next good write. */
+  mapError?: string;
+  /** Set while a reload failed and the previous configuration is still in use. */
+  reloadError?: string;
+}
+
+// After a failed map write, retry this often until one succeeds.
+const MAP_RETRY_MS = 10_000;
+// Rejections worth a warning: someone is trying something.
+const SUSPICIOUS = new Set(["spoof", "ambiguous"]);
+
+/**
+ * `poprelay run`: wires reader → matcher → spool → map for one configuration, keeps expiry on
+ * time, and answers systemd (READY, RELOADING, STATUS, WATCHDOG). Every grant is durable in the
+ * spool before the reader may persist its position past the line that caused it.
+ */
+export class Daemon {
+  private current: Components | undefined;
+  private readonly counts: Counts = { lines: 0, logins: 0, rejected: {}, live: 0 };
+  private readonly expiry: ExpiryTimer;
+  private mapRetry: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  private statusTimer: NodeJS.Timeout | undefined;
+  // Start, reload and stop run one at a time, in the order they were asked for.
+  private lifecycle: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: DaemonOptions) {
+    this.expiry = new ExpiryTimer(
+      () => this.expire(),
+      (error) => this.options.log.error(`expiring entries failed: ${error.message}`),
+    );
+  }
+
+  start(): Promise<void> {
+    return this.serial(async () => {
+      const loaded = await loadConfig(this.options.configDir, this.options.instance);
+      await this.bring(await buildComponents(loaded, this.options.log));
+      this.startWatchdog();
+      this.options.notifier.send({ READY: "1", STATUS: this.status() });
+    });
+  }
+
+  /** SIGHUP: a bad configuration leaves the running one in place, and says so. */
+  reload(): Promise<void> {
+    return this.serial(async () => {
+      const { log, notifier } = this.options;
+      notifier.send({
+        RELOADING: "1",
+        MONOTONIC_USEC: monotonicUsec(),
+        STATUS: "reloading the configuration",
+      });
+      let next: Components;
+      try {
+        const loaded = await loadConfig(this.options.configDir, this.options.instance);
+        next = await buildComponents(loaded, log);
+      } catch (error) {
+        const reason =
+          error instanceof ConfigError ? error.problems.join("; ") : (error as Error).message;
+        this.counts.reloadError = reason;
+        log.error(`reload failed, still running on the previous configuration: ${reason}`);
+        notifier.send({ READY: "1", STATUS: this.status() });
+        return;
+      }
+      await this.current?.reader.stop();
+      this.counts.reloadError = undefined;
+      await this.bring(next);
+      log.notice(`reloaded the configuration from ${this.options.configDir}`);
+      notifier.send({ READY: "1", STATUS: this.status() });
+    });
+  }
+
+  /** SIGTERM: finish the batch in flight, persist the reader's position, stop the timers. */
+  stop(): Promise<void> {
+    return this.serial(async () => {
+      this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
+      await this.current?.reader.stop();
+      this.expiry.cancel();
+      for (const timer of [this.mapRetry, this.watchdog, this.statusTimer]) clearTimeout(timer);
+      this.current = undefined;
+    });
+  }
+
+  /** One line with live counts, for STATUS= and the log. */
+  status(): string {
+    const c = this.counts;
+    const parts = [
+      `${c.live} ${c.live === 1 ? "relay" : "relays"} active`,
+      `${c.logins} logins seen`,
+    ];
+    if (c.last)
+      parts.push(`last ${c.last.user} from ${c.last.ip} at ${new Date(c.last.time).toISOString()}`);
+    if (this.current) parts.push(this.current.reader.status());
+    if (c.mapError) parts.push(`DEGRADED: map not written: ${c.mapError}`);
+    if (c.reloadError) parts.push(`reload failed: ${c.reloadError}`);
+    return parts.join("; ");
+  }
+
+  private serial<T>(step: () => Promise<T>): Promise<T> {
+    const result = this.lifecycle.then(step);
+    this.lifecycle = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Makes `next` current: the map reflects the spool, then its reader starts. */
+  private async bring(next: Components): Promise<void> {
+    const { config } = next;
+    await mkdir(config.state.directory, { recursive: true, mode: 0o750 });
+    this.current = next;
+    await this.change(() => next.relay.expire());
+    this.options.log.notice(
+      `${next.name}: agent ${next.profile.name}, ${next.source} input, ${config.map.mta} map ${config.map.file}, relay period ${config.relay.period} s`,
+    );
+    await next.reader.start((entries) => this.consume(next, entries));
+  }
+
+  /** The reader's sink: one batch of entries, in log order. */
+  private async consume(components: Components, entries: LogEntry[]): Promise<boolean> {
+    const { log } = this.options;
+    const now = new Date();
+    const period = components.config.relay.period * 1000;
+    const grants: SpoolEntry[] = [];
+    for (const entry of entries) {
+      this.counts.lines++;
+      const verdict = components.match(entry, now);
+      if (!verdict.accepted) {
+        this.counts.rejected[verdict.reason] = (this.counts.rejected[verdict.reason] ?? 0) + 1;
+        if (SUSPICIOUS.has(verdict.reason))
+          log.warning(`refused a login line (${verdict.reason}): ${verdict.detail ?? ""}`);
+        continue;
+      }
+      const { login } = verdict;
+      if (login.timeWarning) log.warning(`${login.ip}: ${login.timeWarning}`);
+      const expires = login.time + period;
+      // Replayed after a stop: a login whose period has passed grants nothing.
+      if (expires <= now.getTime()) continue;
+      grants.push({
+        ip: login.ip,
+        user: login.user,
+        agent: login.agent,
+        login: login.time,
+        expires,
+      });
+      this.counts.logins++;
+      this.counts.last = { user: login.user, ip: login.ip, time: login.time };
+    }
+    if (grants.length === 0) return false;
+    for (const g of grants)
+      log.info(
+        `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}`,
+      );
+    await this.change(() => components.relay.grant(grants));
+    return true;
+  }
+
+  private async expire(): Promise<void> {
+    const current = this.current;
+    if (current) await this.change(() => current.relay.expire());
+  }
+
+  /**
+   * Runs a spool change. A failed map write leaves the spool change durable (the reader may
+   * move on) and is retried until a write succeeds; any other failure propagates.
+   */
+  private async change<T>(operation: () => Promise<RelayChange<T>>): Promise<void> {
+    try {
+      this.applied(await operation());
+    } catch (error) {
+      if (!(error instanceof MapWriteError)) throw error;
+      this.counts.mapError = error.message;
+      this.publishStatus();
+      clearTimeout(this.mapRetry);
+      this.mapRetry = setTimeout(() => {
+        const current = this.current;
+        if (!current) return;
+        this.change(() => current.relay.regenerate()).catch((e: Error) =>
+          this.options.log.error(`writing the map failed: ${e.message}`),
+        );
+      }, MAP_RETRY_MS);
+    }
+  }
+
+  private applied(change: RelayChange<unknown>): void {
+    this.counts.live = change.live;
+    if (this.counts.mapError) this.options.log.notice("the map is written again");
+    this.counts.mapError = undefined;
+    this.expiry.schedule(change.nextExpiry);
+    this.publishStatus();
+  }
+
+  /** STATUS at most once a second: a burst of logins is one update. */
+  private publishStatus(): void {
+    if (this.statusTimer) return;
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = undefined;
+      this.options.notifier.send({ STATUS: this.status() });
+    }, 1000);
+    this.statusTimer.unref();
+  }
+
+  private startWatchdog(): void {
+    const usec = Number(process.env.WATCHDOG_USEC);
+    const pid = process.env.WATCHDOG_PID;
+    if (!usec || (pid && Number(pid) !== process.pid) || this.watchdog) return;
+    // Half the interval, as sd_watchdog_enabled(3) advises.
+    this.watchdog = setInterval(() => this.options.notifier.send({ WATCHDOG: "1" }), usec / 2000);
+  }
+}
