@@ -1,0 +1,611 @@
+/**
+ * The file reader: follows a text log (syslog's mail.log, a server's own log file) and hands
+ * its complete lines to the matcher, surviving rotation, truncation and deletion, and resuming
+ * exactly where the last acknowledged batch ended.
+ *
+ * Reads are driven by fs.watch on the file's DIRECTORY (inotify on Linux: it survives the file
+ * being renamed, removed and created again), so an appended line reaches the sink within a
+ * millisecond or so; a slow stat timer is the fallback where inotify does not fire (NFS, some
+ * FUSE file systems) and the retry clock for errors.
+ */
+import type { FSWatcher } from "node:fs";
+import { watch } from "node:fs";
+import { type FileHandle, mkdir, stat } from "node:fs/promises";
+import { basename, dirname } from "node:path";
+import { writeFileAtomic } from "../fs/atomic.js";
+import type { Logger } from "../log.js";
+import {
+  type FilePosition,
+  findByInode,
+  firstLineHash,
+  formatPosition,
+  loadPosition,
+  openForReading,
+} from "./file-state.js";
+import { LineSplitter } from "./lines.js";
+import type { EntrySink, LogEntry, Reader } from "./types.js";
+
+export type { FilePosition } from "./file-state.js";
+
+export interface FileReaderOptions {
+  /** The log file to follow. */
+  path: string;
+  /** Where the position is persisted (JSON, replaced atomically). */
+  stateFile: string;
+  log: Logger;
+  /** The slow fallback: how often the file is checked without a watch event. Default 1000. */
+  statIntervalMs?: number;
+  /** Set false to rely on the stat timer alone (file systems where inotify misbehaves). */
+  watch?: boolean;
+  /** Longest time an acknowledged position may wait to be persisted lazily. Default 5000. */
+  persistIntervalMs?: number;
+  /** Most lines buffered (and so delivered in one batch) while the sink is busy. Default 10000. */
+  maxBatchLines?: number;
+  /** Longer lines are dropped whole, with a warning. Default 1 MiB. */
+  maxLineBytes?: number;
+}
+
+/** The file being read. */
+interface Cursor {
+  fh: FileHandle;
+  dev: bigint;
+  ino: bigint;
+  /** The name it was opened by: the followed path, or a rotated name found when resuming. */
+  name: string;
+  /** Bytes read so far (complete lines plus the partial line held by the splitter). */
+  pos: number;
+  splitter: LineSplitter;
+  /** The first-line hash, once it can no longer change. */
+  hash: string | undefined;
+  /** The followed path no longer names this file: read it to its end, then switch. */
+  gone: boolean;
+}
+
+const READ_BYTES = 256 * 1024;
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function isMissing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
+export class FileReader implements Reader {
+  private readonly path: string;
+  private readonly directory: string;
+  private readonly base: string;
+  private readonly stateFile: string;
+  private readonly log: Logger;
+  private readonly statIntervalMs: number;
+  private readonly useWatch: boolean;
+  private readonly persistIntervalMs: number;
+  private readonly maxBatchLines: number;
+  private readonly maxLineBytes: number | undefined;
+  private readonly buffer = Buffer.allocUnsafe(READ_BYTES);
+
+  private sink: EntrySink | undefined;
+  private cur: Cursor | undefined;
+  /** The saved position, until the first file opened at `path` has been judged against it. */
+  private saved: FilePosition | undefined;
+  /** A file has been opened at `path` before (not the first start's first file). */
+  private started = false;
+  /** `path` did not exist at the last look. */
+  private missing = false;
+
+  private queue: LogEntry[] = [];
+  /** The position just after the last queued line. */
+  private mark: FilePosition | undefined;
+  private inflight: Promise<void> | undefined;
+  /** Reading stopped because the queue is full; the next delivery resumes it. */
+  private paused = false;
+
+  private acked: FilePosition | undefined;
+  private persisted: FilePosition | undefined;
+  private persistChain: Promise<void> = Promise.resolve();
+  private lazyPersist: NodeJS.Timeout | undefined;
+  private stateDirectoryMade = false;
+
+  private watcher: FSWatcher | undefined;
+  private watchedDirectory: bigint | undefined;
+  private watchProblem: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private pumping: Promise<void> | undefined;
+  private wanted = false;
+  /** Check the first line again on the next step (copytruncate followed by regrowth). */
+  private verifyHead = false;
+
+  private stopping = false;
+  private failed = false;
+  private closing: Promise<void> | undefined;
+  private problem: string | undefined;
+
+  constructor(options: FileReaderOptions) {
+    this.path = options.path;
+    this.directory = dirname(options.path);
+    this.base = basename(options.path);
+    this.stateFile = options.stateFile;
+    this.log = options.log;
+    this.statIntervalMs = options.statIntervalMs ?? 1000;
+    this.useWatch = options.watch ?? true;
+    this.persistIntervalMs = options.persistIntervalMs ?? 5000;
+    this.maxBatchLines = options.maxBatchLines ?? 10_000;
+    this.maxLineBytes = options.maxLineBytes;
+  }
+
+  async start(sink: EntrySink): Promise<void> {
+    if (this.sink || this.closing)
+      throw new Error(`file reader for ${this.path}: start() may be called once`);
+    this.sink = sink;
+    // Watch before the first look, so that nothing happening in between goes unnoticed.
+    await this.ensureWatcher();
+    this.timer = setInterval(() => this.tick(), this.statIntervalMs);
+    await this.resume();
+    this.kick();
+  }
+
+  stop(): Promise<void> {
+    return this.shutdown();
+  }
+
+  status(): string {
+    const where = `file ${this.path}`;
+    if (this.failed) return `${where}: stopped after a sink error`;
+    if (this.closing) return `${where}: stopped`;
+    if (!this.sink) return `${where}: not started`;
+    const problem = this.problem ? ` (${this.problem})` : "";
+    const cur = this.cur;
+    if (!cur && this.problem) return `${where}: ${this.problem}; retrying`;
+    if (!cur) return `waiting for ${this.path} to appear`;
+    if (!cur.gone) return `${where}: following at byte ${cur.pos}${problem}`;
+    const old = cur.name === this.path ? "the previous file" : cur.name;
+    const next = this.missing ? `then waiting for ${this.path} to appear` : "then the new file";
+    return `${where}: reading ${old} (rotated) at byte ${cur.pos}, ${next}${problem}`;
+  }
+
+  // --- resuming ---------------------------------------------------------------------------
+
+  /** Judges the saved position: same file, a rotated one to finish first, or start over. */
+  private async resume(): Promise<void> {
+    const saved = await loadPosition(this.stateFile);
+    if (saved instanceof Error) {
+      this.log.warning(
+        `file ${this.path}: ignoring the state file ${this.stateFile}: ${saved.message}`,
+      );
+      return;
+    }
+    if (!saved) return;
+    if (saved.path !== this.path) {
+      this.log.info(
+        `file ${this.path}: the state file ${this.stateFile} is for ${saved.path}: reading from byte 0`,
+      );
+      return;
+    }
+    const inode = BigInt(saved.inode);
+    try {
+      const st = await stat(this.path, { bigint: true }).catch((error: unknown) => {
+        if (isMissing(error)) return undefined;
+        throw error;
+      });
+      if (st?.ino === inode) {
+        this.saved = saved; // openPath judges the rest
+        return;
+      }
+      const rotated = await findByInode(this.directory, inode, this.base);
+      if (rotated) {
+        await this.openRotated(rotated, inode, saved);
+        return;
+      }
+      this.log.info(
+        `file ${this.path}: the file of the saved position (inode ${saved.inode}) is gone: reading ${this.path} from byte 0`,
+      );
+    } catch (error) {
+      this.log.warning(
+        `file ${this.path}: cannot look for the file of the saved position: ${describe(error)}; reading ${this.path} from byte 0`,
+      );
+    }
+  }
+
+  /** Opens the file rotated away while we were down, at the saved offset, if it checks out. */
+  private async openRotated(name: string, inode: bigint, saved: FilePosition): Promise<boolean> {
+    const fh = await openForReading(name);
+    try {
+      const st = await fh.stat({ bigint: true });
+      if (st.ino !== inode || !st.isFile()) return close(fh, false);
+      const verdict = await this.judge(fh, st.size, saved);
+      if (verdict !== undefined) {
+        this.log.info(
+          `file ${this.path}: ${name} has the saved inode but ${verdict}: reading ${this.path} from byte 0`,
+        );
+        return close(fh, false);
+      }
+      this.cur = this.cursor(fh, st.dev, st.ino, name, saved.offset);
+      this.cur.hash = saved.offset > 0 ? saved.firstLineHash : undefined;
+      this.cur.gone = true;
+      this.log.notice(
+        `file ${this.path}: it was rotated while poprelay was stopped: finishing ${name} from byte ${saved.offset} first`,
+      );
+      return true;
+    } catch (error) {
+      await fh.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Why `saved` does not describe this file, or undefined when it does. */
+  private async judge(
+    fh: FileHandle,
+    size: bigint,
+    saved: FilePosition,
+  ): Promise<string | undefined> {
+    if (size < BigInt(saved.offset))
+      return `is shorter (${size} bytes) than the saved offset ${saved.offset}`;
+    // At offset 0 there is nothing to skip, so nothing to verify.
+    if (saved.offset === 0) return undefined;
+    const { hash } = await firstLineHash(fh);
+    return hash === saved.firstLineHash ? undefined : "another first line";
+  }
+
+  private cursor(fh: FileHandle, dev: bigint, ino: bigint, name: string, pos: number): Cursor {
+    const splitter = new LineSplitter(
+      this.maxLineBytes === undefined ? {} : { maxLineBytes: this.maxLineBytes },
+    );
+    return { fh, dev, ino, name, pos, splitter, hash: undefined, gone: false };
+  }
+
+  // --- the pump ---------------------------------------------------------------------------
+
+  /** Asks for a step; steps never overlap, and requests made during one coalesce into one. */
+  private kick(): void {
+    if (this.stopping) return;
+    this.wanted = true;
+    if (this.pumping) return;
+    // Assigned before the pump's first statement runs, so `pumping` is never left stale.
+    this.pumping = Promise.resolve().then(() => this.pump());
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      while (this.wanted && !this.stopping) {
+        this.wanted = false;
+        try {
+          await this.step();
+          if (this.problem) {
+            this.log.info(`file ${this.path}: reading again`);
+            this.problem = undefined;
+          }
+        } catch (error) {
+          // Never out of an event handler: report once, retry on the stat timer.
+          const problem = describe(error);
+          if (problem !== this.problem)
+            this.log.error(
+              `file ${this.path}: ${problem}; retrying every ${this.statIntervalMs} ms`,
+            );
+          this.problem = problem;
+        }
+      }
+    } finally {
+      this.pumping = undefined;
+    }
+  }
+
+  private async step(): Promise<void> {
+    if (!this.cur) {
+      await this.openPath();
+      if (!this.cur) return;
+    }
+    const cur = this.cur;
+    // On the slow timer: was the file truncated and rewritten past our offset since the last
+    // look? Its size cannot tell, its first line can; checked before reading what is new.
+    if (this.verifyHead) {
+      this.verifyHead = false;
+      if (!cur.gone && cur.hash !== undefined && (await firstLineHash(cur.fh)).hash !== cur.hash) {
+        this.restart(cur, "was truncated and rewritten (its first line changed)");
+        return;
+      }
+    }
+    if (await this.readAvailable(cur)) return;
+
+    // At the end of what is there. Was the file truncated (copytruncate)?
+    if (!cur.gone) {
+      const st = await cur.fh.stat({ bigint: true });
+      if (st.size < BigInt(cur.pos)) {
+        this.restart(cur, `was truncated (${st.size} bytes, we were at byte ${cur.pos})`);
+        return;
+      }
+    }
+
+    // Does the path still name this file?
+    let now: Awaited<ReturnType<typeof statBig>> | undefined;
+    try {
+      now = await statBig(this.path);
+      this.missing = false;
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      this.missing = true;
+    }
+    if (now && now.ino === cur.ino && now.dev === cur.dev) {
+      if (cur.gone && cur.name === this.path) {
+        cur.gone = false;
+        this.log.info(`file ${this.path}: it is back under its name: following it on`);
+      }
+      return;
+    }
+    if (!cur.gone) {
+      cur.gone = true;
+      this.log.notice(
+        now
+          ? `file ${this.path}: it was replaced by another file: finishing the old one (at byte ${cur.pos}) first`
+          : `file ${this.path}: it was renamed or removed: finishing it (at byte ${cur.pos}), then waiting for a new one`,
+      );
+    }
+    // Switch only once the writer has moved on: until the new file has data, the writer may
+    // still be appending to the old one (logrotate's postrotate has not signalled it yet).
+    if (!now?.isFile() || now.size === 0n) return;
+    if (await this.readAvailable(cur)) return;
+    const last = cur.splitter.flush();
+    if (last !== undefined) {
+      // The old file's final partial line: it will never be completed now.
+      cur.hash ??= (await firstLineHash(cur.fh)).hash;
+      this.enqueue(cur, [last]);
+    }
+    this.reportDropped(cur, 0);
+    this.cur = undefined;
+    await cur.fh.close().catch(() => undefined);
+    const old = cur.name === this.path ? "the old file" : cur.name;
+    this.log.notice(
+      `file ${this.path}: finished ${old} at byte ${cur.pos}: reading the new ${this.path} from byte 0`,
+    );
+    await this.openPath();
+    this.wanted = true;
+  }
+
+  /** Opens `path` if it exists, at the saved offset when it is the saved file, else at 0. */
+  private async openPath(): Promise<void> {
+    let fh: FileHandle;
+    try {
+      fh = await openForReading(this.path);
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      if (!this.missing) this.log.info(`file ${this.path}: waiting for it to appear`);
+      this.missing = true;
+      return;
+    }
+    try {
+      const st = await fh.stat({ bigint: true });
+      if (!st.isFile()) throw new Error(`${this.path} is not a regular file`);
+      const saved = this.saved;
+      this.saved = undefined;
+      let offset = 0;
+      if (saved) {
+        const verdict = saved.inode === String(st.ino) ? await this.judge(fh, st.size, saved) : "";
+        if (verdict === undefined) offset = saved.offset;
+        else
+          this.log.notice(
+            `file ${this.path}: ${verdict || "another file than the saved position's"}: reading it from byte 0`,
+          );
+      } else if (this.missing) {
+        this.log.notice(`file ${this.path}: it appeared: reading it from byte 0`);
+      } else if (!this.started) {
+        this.log.info(`file ${this.path}: no saved position: reading it from byte 0`);
+      }
+      this.started = true;
+      this.missing = false;
+      this.cur = this.cursor(fh, st.dev, st.ino, this.path, offset);
+      if (saved && offset > 0) this.cur.hash = saved.firstLineHash;
+      if (offset > 0) this.log.info(`file ${this.path}: resuming at byte ${offset}`);
+    } catch (error) {
+      await fh.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /**
+   * Reads `cur` to its end, queueing and delivering complete lines. Returns true when it
+   * stopped early: the queue is full (delivery resumes it) or the reader is stopping.
+   */
+  private async readAvailable(cur: Cursor): Promise<boolean> {
+    for (;;) {
+      if (this.stopping) return true;
+      if (this.queue.length >= this.maxBatchLines) {
+        this.paused = true;
+        return true;
+      }
+      const { bytesRead } = await cur.fh.read(this.buffer, 0, READ_BYTES, cur.pos);
+      if (bytesRead === 0) return false;
+      cur.pos += bytesRead;
+      const dropped = cur.splitter.dropped;
+      const lines = cur.splitter.push(this.buffer.subarray(0, bytesRead));
+      this.reportDropped(cur, dropped);
+      if (lines.length > 0) {
+        if (cur.hash === undefined) {
+          const head = await firstLineHash(cur.fh);
+          if (head.final) cur.hash = head.hash;
+        }
+        this.enqueue(cur, lines);
+      }
+      // A short read is the end of the file; a write after it brings another watch event.
+      if (bytesRead < READ_BYTES) return false;
+    }
+  }
+
+  private enqueue(cur: Cursor, lines: string[]): void {
+    for (const line of lines) {
+      // A hole of NULs (copytruncate with a writer lacking O_APPEND, a crash) before the text.
+      const text = line.charCodeAt(0) === 0 ? line.replace(/^\0+/, "") : line;
+      this.queue.push({ kind: "line", text });
+    }
+    this.mark = {
+      path: this.path,
+      inode: String(cur.ino),
+      offset: cur.pos - cur.splitter.pendingBytes,
+      firstLineHash: cur.hash ?? "",
+    };
+    this.deliver();
+  }
+
+  private restart(cur: Cursor, why: string): void {
+    this.log.notice(`file ${this.path}: it ${why}: reading it again from byte 0`);
+    cur.pos = 0;
+    cur.hash = undefined;
+    cur.splitter.reset();
+    this.wanted = true;
+  }
+
+  private reportDropped(cur: Cursor, before: number): void {
+    const count = cur.splitter.dropped - before;
+    if (count > 0)
+      this.log.warning(
+        `file ${cur.name}: dropped ${count} line(s) longer than ${cur.splitter.maxLineBytes} bytes before byte ${cur.pos}`,
+      );
+  }
+
+  // --- delivery and acknowledgement -------------------------------------------------------
+
+  /** Hands everything queued to the sink as one batch, unless a batch is in flight. */
+  private deliver(): void {
+    const sink = this.sink;
+    if (this.inflight || this.queue.length === 0 || !sink || this.stopping) return;
+    const batch = this.queue;
+    const mark = this.mark;
+    this.queue = [];
+    this.inflight = (async () => sink(batch))().then(
+      (changed) => {
+        this.inflight = undefined;
+        this.acknowledge(mark, changed === true);
+        this.deliver();
+        if (this.paused) {
+          this.paused = false;
+          this.kick();
+        }
+      },
+      (error: unknown) => {
+        this.inflight = undefined;
+        this.failed = true;
+        this.queue = [];
+        this.log.error(`file ${this.path}: the sink failed, the reader stops: ${describe(error)}`);
+        void this.shutdown();
+      },
+    );
+  }
+
+  private acknowledge(mark: FilePosition | undefined, changed: boolean): void {
+    if (!mark) return;
+    this.acked = mark;
+    if (changed) {
+      void this.persist();
+    } else if (!this.lazyPersist && !this.stopping) {
+      this.lazyPersist = setTimeout(() => {
+        this.lazyPersist = undefined;
+        void this.persist();
+      }, this.persistIntervalMs);
+    }
+  }
+
+  /** Writes the latest acknowledged position; writes are serialised, so never go backwards. */
+  private persist(): Promise<void> {
+    this.persistChain = this.persistChain.then(async () => {
+      const position = this.acked;
+      if (!position || position === this.persisted) return;
+      try {
+        if (!this.stateDirectoryMade) {
+          await mkdir(dirname(this.stateFile), { recursive: true });
+          this.stateDirectoryMade = true;
+        }
+        await writeFileAtomic(this.stateFile, formatPosition(position));
+        this.persisted = position;
+      } catch (error) {
+        this.log.error(
+          `file ${this.path}: cannot save the position to ${this.stateFile}: ${describe(error)}`,
+        );
+      }
+    });
+    return this.persistChain;
+  }
+
+  // --- watching ---------------------------------------------------------------------------
+
+  private tick(): void {
+    this.verifyHead = true;
+    void this.ensureWatcher().then(() => this.kick());
+  }
+
+  /** (Re)creates the directory watch: at start, after an error, or when the directory was replaced. */
+  private async ensureWatcher(): Promise<void> {
+    if (!this.useWatch || this.stopping) return;
+    let ino: bigint;
+    try {
+      ino = (await statBig(this.directory)).ino;
+    } catch (error) {
+      this.closeWatcher();
+      this.watchTrouble(`cannot watch ${this.directory}: ${describe(error)}`);
+      return;
+    }
+    if (this.stopping || (this.watcher && this.watchedDirectory === ino)) return;
+    this.closeWatcher();
+    try {
+      const watcher = watch(this.directory, { persistent: true }, (_event, name) =>
+        this.onWatch(name),
+      );
+      watcher.on("error", (error) => {
+        if (this.watcher === watcher) this.closeWatcher();
+        else watcher.close();
+        this.watchTrouble(`watching ${this.directory} failed: ${describe(error)}`);
+      });
+      this.watcher = watcher;
+      this.watchedDirectory = ino;
+      if (this.watchProblem) this.log.info(`file ${this.path}: watching ${this.directory} again`);
+      this.watchProblem = undefined;
+    } catch (error) {
+      this.watchTrouble(`cannot watch ${this.directory}: ${describe(error)}`);
+    }
+  }
+
+  private watchTrouble(problem: string): void {
+    if (problem !== this.watchProblem)
+      this.log.warning(
+        `file ${this.path}: ${problem}; checking every ${this.statIntervalMs} ms instead`,
+      );
+    this.watchProblem = problem;
+  }
+
+  private onWatch(name: string | null): void {
+    // Our name, or anything while we finish a rotated file whose new name we do not know.
+    if (name === null || name === this.base || this.cur?.gone) this.kick();
+  }
+
+  private closeWatcher(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.watchedDirectory = undefined;
+  }
+
+  // --- stopping ---------------------------------------------------------------------------
+
+  private shutdown(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopping = true;
+      this.closeWatcher();
+      clearInterval(this.timer);
+      clearTimeout(this.lazyPersist);
+      this.lazyPersist = undefined;
+      await this.pumping;
+      await this.inflight;
+      const cur = this.cur;
+      this.cur = undefined;
+      await cur?.fh.close().catch(() => undefined);
+      await this.persist();
+    })();
+    return this.closing;
+  }
+}
+
+function statBig(path: string) {
+  return stat(path, { bigint: true });
+}
+
+async function close(fh: FileHandle, result: boolean): Promise<boolean> {
+  await fh.close().catch(() => undefined);
+  return result;
+}
