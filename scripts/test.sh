@@ -2,8 +2,11 @@
 # Installs everything the tests need on a fresh Debian 12 machine, then runs every test.
 source "$(dirname "$0")/setup-common.sh"
 require_node
-# build-essential and python3 build fs-ext (flock) when npm ci compiles it.
-apt_install ca-certificates g++ make python3 postfix postfix-lmdb postfix-cdb ucspi-tcp
+# g++, make and python3 build the native addons (fs-ext for flock, sd-notify) in npm ci.
+# libsystemd-dev builds the sd-notify addon; systemd, systemd-journal-remote, dovecot and
+# postfix are the real parts the tests run against.
+apt_install ca-certificates g++ make python3 libsystemd-dev systemd systemd-journal-remote \
+  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb ucspi-tcp
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
 # Sendmail's makemap, and the IPv6-capable tcprules.
 apt_install libdb5.3 libldap-2.5-0 libsasl2-2

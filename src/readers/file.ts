@@ -394,6 +394,12 @@ export class FileReader implements Reader {
       this.missing = false;
       this.cur = this.cursor(fh, st.dev, st.ino, this.path, offset);
       if (saved && offset > 0) this.cur.hash = saved.firstLineHash;
+      if (!saved && this.acked === undefined) {
+        // Saved before any line is read: killed before its first save, a reader restarted after
+        // a rotation would otherwise not know the old file, and lose the lines left in it.
+        this.acked = { path: this.path, inode: String(st.ino), offset: 0, firstLineHash: "" };
+        void this.persist();
+      }
       if (offset > 0) this.log.info(`file ${this.path}: resuming at byte ${offset}`);
     } catch (error) {
       await fh.close().catch(() => undefined);
