@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { dovecot } from "../src/matcher/agents/dovecot.js";
 import { parseFieldList } from "../src/matcher/fields.js";
 import { createMatcher } from "../src/matcher/matcher.js";
+import type { AgentProfile } from "../src/matcher/profile.js";
 import { parseTextLine } from "../src/matcher/text-line.js";
 import type { LogEntry } from "../src/readers/types.js";
 
@@ -21,6 +22,7 @@ describe("text lines", () => {
     assert.deepEqual(record, {
       message: "hello",
       program: "dovecot",
+      pid: undefined,
       time: local(2026, 10, 4, 3, 12, 1),
       trusted: null,
       line: "Nov  4 03:12:01 mail dovecot: hello",
@@ -53,6 +55,7 @@ describe("text lines", () => {
     );
     assert.equal(record?.time, Date.UTC(2026, 10, 24, 2, 12, 5, 123));
     assert.equal(record?.program, "dovecot");
+    assert.equal(record?.pid, "812");
     assert.equal(record?.message, "hi");
   });
 
@@ -184,3 +187,59 @@ function pick(
   if (verdict.accepted) return "accepted";
   return [verdict.reason, verdict.reason === "no-ip" ? undefined : verdict.detail];
 }
+
+describe("two-line logins (address and user on separate lines of one process)", () => {
+  const profile: AgentProfile = {
+    name: "twoline",
+    summary: "test",
+    covers: [],
+    programs: ["srv"],
+    ownLogFile: false,
+    journal: [{ _EXE: "/usr/sbin/srv" }],
+    prefilter: "",
+    patterns: [/^Authentication passed for (?<user>\S+)$/],
+    session: { address: [/^Session from (?<ip>[\d.]+)$/], windowSeconds: 60 },
+  };
+  const at = (s: number) => `Nov 24 03:00:${String(s).padStart(2, "0")}`;
+  const now = new Date(2026, 10, 24, 12, 0, 0);
+
+  it("ties the login to the address its process logged, once", () => {
+    const match = createMatcher({ profile, ignore: [], allow: [] });
+    assert.deepEqual(pick(match(line(`${at(1)} h srv[10]: Session from 198.51.100.7`), now)), [
+      "pending",
+      "198.51.100.7",
+    ]);
+    assert.deepEqual(pick(match(line(`${at(2)} h srv[11]: Session from 203.0.113.9`), now)), [
+      "pending",
+      "203.0.113.9",
+    ]);
+    const alice = match(line(`${at(3)} h srv[10]: Authentication passed for alice`), now);
+    assert.ok(alice.accepted);
+    assert.deepEqual([alice.login.user, alice.login.ip], ["alice", "198.51.100.7"]);
+    // The address is used once: a second login line from pid 10 has none.
+    assert.deepEqual(
+      pick(match(line(`${at(4)} h srv[10]: Authentication passed for alice`), now)),
+      ["no-ip", undefined],
+    );
+    const bob = match(line(`${at(5)} h srv[11]: Authentication passed for bob`), now);
+    assert.ok(bob.accepted);
+    assert.equal(bob.login.ip, "203.0.113.9");
+  });
+
+  it("forgets an address after the window, and never takes one from another program", () => {
+    const match = createMatcher({ profile, ignore: [], allow: [] });
+    match(line("Nov 24 03:00:00 h srv[20]: Session from 198.51.100.7"), now);
+    assert.deepEqual(
+      pick(match(line("Nov 24 03:01:01 h srv[20]: Authentication passed for late"), now)),
+      ["no-ip", undefined],
+    );
+    assert.deepEqual(pick(match(line(`${at(1)} h evil[21]: Session from 6.6.6.6`), now)), [
+      "spoof",
+      'program "evil" is not twoline\'s',
+    ]);
+    assert.deepEqual(pick(match(line(`${at(2)} h srv[21]: Authentication passed for x`), now)), [
+      "no-ip",
+      undefined,
+    ]);
+  });
+});

@@ -1,7 +1,10 @@
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { canonicalIp } from "../address/ip.js";
 import { importLegacy } from "../config/legacy.js";
-import { describeConfig, type LoadedConfig, loadConfig } from "../config/load.js";
+import { defaultConfig, describeConfig, type LoadedConfig, loadConfig } from "../config/load.js";
+import { profileFor } from "../daemon/components.js";
 import { Daemon } from "../daemon/daemon.js";
 import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
@@ -11,6 +14,7 @@ import { AGENTS } from "../matcher/agents/index.js";
 import { RelayState } from "../relay-state.js";
 import { FileSpoolStore } from "../spool/file-store.js";
 import type { SpoolEntry } from "../spool/types.js";
+import { formatSummary, runMatch } from "./match.js";
 
 export class UsageError extends Error {}
 
@@ -138,6 +142,38 @@ export const COMMANDS: Record<string, Command> = {
         process.once("SIGTERM", () => stop("SIGTERM"));
         process.once("SIGINT", () => stop("SIGINT"));
       });
+    },
+  }),
+  match: command({
+    args: "--agent NAME [--json] [-v] [--regex RE] [FILE|-]",
+    summary:
+      "run an agent profile over log lines (syslog text or journalctl -o json), like fail2ban-regex",
+    takes: ["agent", "regex", "json", "verbose"],
+    arity: [0, 1],
+    async run(context) {
+      const name = context.options.agent;
+      if (typeof name !== "string")
+        throw new UsageError("--agent NAME is required (poprelay agents lists them)");
+      // The site's match.regex, ignore and allow apply when there is a configuration.
+      const config = existsSync(join(context.configDir, "conf.d"))
+        ? (await loadConfig(context.configDir, context.instance)).config
+        : defaultConfig();
+      const profile = profileFor({ ...config, agent: name });
+      const regex =
+        typeof context.options.regex === "string" ? context.options.regex : config.match.regex;
+      const summary = await runMatch({
+        profile,
+        regex,
+        ignore: config.match.ignore,
+        allow: config.match.allow,
+        input: context.args[0] ?? "-",
+        json: context.options.json === true,
+        verbose: context.options.verbose === true,
+        out: context.out,
+        err: (text) => process.stderr.write(text),
+      });
+      process.stderr.write(`${formatSummary(summary)}\n`);
+      return 0;
     },
   }),
   agents: command({

@@ -260,6 +260,11 @@ function isPlain(value: unknown): value is Plain {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/** The schema's defaults alone, for commands that work without a configuration. */
+export function defaultConfig(): Config {
+  return convict(schema).getProperties() as Config;
+}
+
 /** The merged configuration as YAML, for `poprelay check --print`. */
 export function describeConfig(loaded: LoadedConfig): string {
   const header = [

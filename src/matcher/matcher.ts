@@ -4,12 +4,15 @@ import type { LogEntry } from "../readers/types.js";
 import { parseFieldList } from "./fields.js";
 import type { AgentProfile } from "./profile.js";
 import { type LogRecord, toRecord } from "./record.js";
+import { SessionTable } from "./sessions.js";
 
 /** A successful login, validated: the address is canonical and allowed to relay. */
 export interface Login {
   user: string;
   ip: string;
   agent: string;
+  /** pop3, imap... when the line says. */
+  protocol?: string;
   /** When the server logged it (ms since the epoch), or when it was read if that is unknown. */
   time: number;
   /** Set when the entry's own time could not be used. */
@@ -23,6 +26,7 @@ export type Rejection =
   | "spoof" // the right text from the wrong program
   | "ambiguous" // a field the server writes once appears twice: injected through the user name
   | "no-ip" // a login line without a usable client address
+  | "pending" // an address line, remembered until its login line (see AgentProfile.session)
   | "ignored" // the address is in match.ignore
   | "not-allowed"; // match.allow is set and the address is not in it
 
@@ -49,6 +53,8 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
   const ignored = networkMatcher(options.ignore);
   const allowed = options.allow.length > 0 ? networkMatcher(options.allow) : () => true;
   const programs = new Set(profile.programs);
+  const sessions =
+    profile.session && !custom ? new SessionTable(profile.session.windowSeconds * 1000) : undefined;
 
   return (entry, now) => {
     // The cheapest test first: most lines in a mail log are not logins at all.
@@ -58,10 +64,27 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
     if (!record) return { accepted: false, reason: "unparsed" };
     const subject = custom && record.line !== undefined ? record.line : record.message;
     const match = firstMatch(patterns, subject);
-    if (!match) return { accepted: false, reason: "no-match", record };
+    const address =
+      !match && sessions && profile.session
+        ? firstMatch(profile.session.address, subject)
+        : undefined;
+    if (!match && !address) return { accepted: false, reason: "no-match", record };
 
     const trust = trustProblem(profile, programs, record, custom !== undefined);
     if (trust) return { accepted: false, reason: "spoof", detail: trust, record };
+    const time = record.time ?? now.getTime();
+    if (!match) {
+      const key = address?.key ?? record.pid;
+      if (key === undefined || !address?.ip)
+        return {
+          accepted: false,
+          reason: "no-ip",
+          detail: "an address line without a process id",
+          record,
+        };
+      sessions?.remember(key, address.ip, time);
+      return { accepted: false, reason: "pending", detail: address.ip, record };
+    }
 
     let user = match.user;
     let ipText = match.ip;
@@ -77,6 +100,10 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
       user = list.fields.get(profile.fields.user);
       ipText = list.fields.get(profile.fields.ip);
     }
+    if (ipText === undefined && sessions) {
+      const key = match.key ?? record.pid;
+      ipText = key === undefined ? undefined : sessions.take(key, time);
+    }
     if (ipText === undefined || ipText === "") return { accepted: false, reason: "no-ip", record };
     let ip: string;
     try {
@@ -89,6 +116,7 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
     if (!allowed(ip)) return { accepted: false, reason: "not-allowed", detail: ip, record };
 
     const login: Login = { user: user ?? "", ip, agent: profile.name, time: now.getTime() };
+    if (match.protocol) login.protocol = match.protocol;
     if (record.time === undefined) {
       login.timeWarning = "the entry's time could not be read; using the time it was read";
     } else if (record.time > now.getTime() + FUTURE_SLACK_MS) {
@@ -110,6 +138,9 @@ interface Captures {
   user?: string;
   ip?: string;
   fields?: string;
+  /** A session id that ties an address line to its login line. */
+  key?: string;
+  protocol?: string;
 }
 
 function firstMatch(patterns: readonly RegExp[], text: string): Captures | undefined {

@@ -30,4 +30,12 @@ export interface AgentProfile {
    */
   patterns: readonly RegExp[];
   fields?: { user: string; ip: string };
+  /**
+   * For servers that log the client address and the login on separate lines (popa3d): a line
+   * matching one of `address` (group `ip`) is remembered under its process id, or under its
+   * group `key` when the server prints a session id; the next login line (a pattern with `user`
+   * and no `ip`) from the same process or session takes the address. An address waits at most
+   * `windowSeconds` (log time) for its login.
+   */
+  session?: { address: readonly RegExp[]; windowSeconds: number };
 }

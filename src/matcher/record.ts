@@ -7,6 +7,8 @@ export interface LogRecord {
   message: string;
   /** The syslog tag (SYSLOG_IDENTIFIER); undefined for tagless lines (a server's own log file). */
   program: string | undefined;
+  /** The process id in the tag (or journald's _PID): ties a server's lines together. */
+  pid: string | undefined;
   /** When the server logged it, in ms since the epoch; undefined when unreadable. */
   time: number | undefined;
   /** journald's own fields (`_` names, single values only); null for text lines. */
@@ -39,5 +41,13 @@ function journalRecord(fields: JournalFields): LogRecord | undefined {
     micros !== undefined && /^\d{1,17}$/.test(micros)
       ? Math.floor(Number(micros) / 1000)
       : undefined;
-  return { message, program: single(fields.SYSLOG_IDENTIFIER), time, trusted, line: undefined };
+  const pid = trusted._PID ?? single(fields.SYSLOG_PID);
+  return {
+    message,
+    program: single(fields.SYSLOG_IDENTIFIER),
+    pid,
+    time,
+    trusted,
+    line: undefined,
+  };
 }

@@ -33,11 +33,13 @@ export function parseTextLine(line: string, now: Date): LogRecord | undefined {
   const [first = ""] = rest.split(" ", 1);
   if (first.endsWith(":") && TAG_ONLY.test(rest)) {
     // The server's own log file: the service name is part of the message.
-    return { message: rest, program: undefined, time, trusted: null, line };
+    return { message: rest, program: undefined, pid: undefined, time, trusted: null, line };
   }
   const tagged = HOST_AND_TAG.exec(rest);
-  if (!tagged) return { message: rest, program: undefined, time, trusted: null, line };
-  return { message: rest.slice(tagged[0].length), program: tagged[2], time, trusted: null, line };
+  if (!tagged)
+    return { message: rest, program: undefined, pid: undefined, time, trusted: null, line };
+  const message = rest.slice(tagged[0].length);
+  return { message, program: tagged[2], pid: tagged[3], time, trusted: null, line };
 }
 
 /** Classic stamps carry no year: the latest one that is not more than a day ahead of now. */

@@ -22,7 +22,7 @@ export const dovecot: AgentProfile = {
   ],
   prefilter: "-login: ",
   patterns: [
-    /^(?:pop3|imap|submission|managesieve)-login: (?:Info: )?(?:Login|Logged in): (?<fields>user=<.*)$/,
+    /^(?<protocol>pop3|imap|submission|managesieve)-login: (?:Info: )?(?:Login|Logged in): (?<fields>user=<.*)$/,
   ],
   fields: { user: "user", ip: "rip" },
 };
