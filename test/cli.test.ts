@@ -137,3 +137,35 @@ describe("concurrent writers", () => {
     for (const ip of ips) assert.equal((await postmapQuery(ip, map)).stdout, "OK\n", ip);
   });
 });
+
+describe("clean without --instance", () => {
+  it("cleans the base spool and every instance's own spool and map, each once", async () => {
+    const { dir, map } = await sandbox();
+    const courierSpool = join(dir, "courier-spool");
+    const courierMap = join(dir, "courier-relay");
+    await writeFile(
+      join(dir, "conf.d", "60-instances.yaml"),
+      `instances:\n  courier:\n    spool:\n      directory: ${courierSpool}\n    map:\n      file: ${courierMap}\n  dovecot:\n    relay:\n      period: 1h\n`,
+    );
+    const expired = JSON.stringify({
+      user: "old",
+      agent: "x",
+      login: "2020-01-01T00:00:00Z",
+      expires: "2020-01-01T00:30:00Z",
+    });
+    assert.equal((await poprelay(["add", "192.0.2.1", "--config-dir", dir])).code, 0);
+    assert.equal(
+      (await poprelay(["add", "192.0.2.2", "--config-dir", dir, "--instance", "courier"])).code,
+      0,
+    );
+    await writeFile(join(dir, "spool", "192.0.2.9"), expired);
+    await writeFile(join(courierSpool, "192.0.2.8"), expired);
+    const result = await poprelay(["clean", "--config-dir", dir]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(result.stdout.trim().split("\n"), [
+      `(base): 1 expired entry removed; map ${map}: 1 entry (unchanged)`,
+      `courier: 1 expired entry removed; map ${courierMap}: 1 entry (unchanged)`,
+    ]);
+    assert.equal((await postmapQuery("192.0.2.2", courierMap)).stdout, "OK\n");
+  });
+});

@@ -3,7 +3,8 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { parseDuration } from "../src/config/duration.js";
-import { ConfigError, loadConfig } from "../src/config/load.js";
+import { ConfigError, defaultConfig, loadConfig } from "../src/config/load.js";
+import { journalMatches, profileFor } from "../src/daemon/components.js";
 import { configDir, poprelay, scratch } from "./helpers.js";
 
 /** The problems a config dir produces, or [] when it loads. */
@@ -250,5 +251,58 @@ describe("poprelay check", () => {
     assert.equal(result.code, 1);
     assert.match(result.stderr, /no \*\.yaml files/);
     assert.doesNotMatch(result.stderr, /at .*\.js:\d+/);
+  });
+});
+
+describe("match.programs and match.trusted", () => {
+  it("replace the agent's tags and trust rules, and become the journalctl matches", async () => {
+    const dir = await configDir({
+      "10.yaml": [
+        "agent: dovecot",
+        "match:",
+        "  programs: [dovecot-b]",
+        '  trusted: ["_SYSTEMD_UNIT=dovecot-b.service", "_EXE=/opt/dovecot/lib/log _UID=0"]',
+        "input:",
+        "  journal:",
+        "    matches: [PRIORITY=6]",
+        "",
+      ].join("\n"),
+    });
+    const profile = profileFor((await loadConfig(dir)).config);
+    assert.deepEqual(profile.programs, ["dovecot-b"]);
+    assert.deepEqual(profile.journal, [
+      { _SYSTEMD_UNIT: "dovecot-b.service" },
+      { _EXE: "/opt/dovecot/lib/log", _UID: "0" },
+    ]);
+    assert.deepEqual(journalMatches(profile, ["PRIORITY=6"]), [
+      "_SYSTEMD_UNIT=dovecot-b.service",
+      "PRIORITY=6",
+      "+",
+      "_EXE=/opt/dovecot/lib/log",
+      "_UID=0",
+      "PRIORITY=6",
+    ]);
+  });
+
+  it("refuse rules a process could satisfy by naming itself, and untrusted fields", async () => {
+    const dir = await configDir({
+      "10.yaml":
+        'match:\n  trusted: ["_COMM=log", "SYSLOG_IDENTIFIER=dovecot", "_COMM=log _CMDLINE=x"]\n  programs: ["a b"]\n',
+    });
+    const found = await problems(dir);
+    assert.match(
+      found.join("\n"),
+      /match\.trusted: item 0: "_COMM=log": _COMM and _CMDLINE are set by the process itself/,
+    );
+    assert.equal(found.length, 2, found.join("\n"));
+    assert.match(found[1] ?? "", /match\.programs: item 0: "a b" is not a syslog tag/);
+  });
+
+  it("an unknown or missing agent is a clear error", () => {
+    assert.throws(
+      () => profileFor({ ...defaultConfig(), agent: "nosuch" }),
+      /agent: "nosuch": no such profile \(built in: dovecot/,
+    );
+    assert.throws(() => profileFor(defaultConfig()), /agent: not set; run with --instance NAME/);
   });
 });

@@ -254,15 +254,28 @@ export const COMMANDS: Record<string, Command> = {
   }),
   clean: command({
     args: "",
-    summary: "remove expired entries, then write the map (the cleanup timer runs this)",
+    summary:
+      "remove expired entries, then write the map; without --instance, for every instance (the cleanup timer runs this)",
     takes: [],
     arity: [0, 0],
     async run(context) {
-      const { relay } = await open(context);
-      const { result, map } = await relay.expire();
-      context.out(
-        `${result.length} expired ${result.length === 1 ? "entry" : "entries"} removed; ${mapSummary(map)}\n`,
-      );
+      const first = await open(context);
+      // The timer runs without --instance: it covers the base configuration and every instance
+      // named under instances:, once per distinct spool and map.
+      const names = context.instance ? [context.instance] : ["", ...first.loaded.instances];
+      const done = new Set<string>();
+      for (const name of names) {
+        const { loaded, relay } =
+          name === context.instance ? first : await open({ ...context, instance: name });
+        const key = `${loaded.config.spool.directory}\0${loaded.config.map.file}`;
+        if (done.has(key)) continue;
+        done.add(key);
+        const { result, map } = await relay.expire();
+        const label = names.length > 1 ? `${name || "(base)"}: ` : "";
+        context.out(
+          `${label}${result.length} expired ${result.length === 1 ? "entry" : "entries"} removed; ${mapSummary(map)}\n`,
+        );
+      }
       return 0;
     },
   }),

@@ -22,6 +22,8 @@ export interface LoadedConfig {
   instance: string;
   /** The files merged, in order. */
   files: string[];
+  /** Every instance name that has an `instances:` section in some file, sorted. */
+  instances: string[];
 }
 
 type Plain = Record<string, unknown>;
@@ -69,7 +71,8 @@ export async function loadConfig(configDir: string, instance = ""): Promise<Load
   if (crossProblems.length > 0) {
     throw new ConfigError(crossProblems.map((p) => `${whoSets(parsed, instance, p)}: ${p}`));
   }
-  return { config, instance, files };
+  const instances = [...new Set(parsed.flatMap((f) => Object.keys(f.instances)))].sort();
+  return { config, instance, files, instances };
 }
 
 /** The file and line that last set the key a merged-config problem (`key: reason`) names. */

@@ -32,6 +32,26 @@ function optionalAbsolutePath(value: unknown) {
 }
 
 const JOURNAL_MATCH = /^[A-Z0-9_]+=.*$|^\+$/;
+// Fields a process sets about itself: never enough on their own to trust an entry.
+const SELF_DESCRIBED = new Set(["_COMM", "_CMDLINE"]);
+
+/** A trust rule: "FIELD=value FIELD=value", fields journald sets (names start with _). */
+export function parseTrustRule(rule: string): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const term of rule.trim().split(/\s+/)) {
+    const eq = term.indexOf("=");
+    const name = term.slice(0, eq);
+    if (eq < 1 || !/^_[A-Z0-9_]+$/.test(name))
+      throw new TypeError(`${JSON.stringify(term)} is not _FIELD=value`);
+    fields[name] = term.slice(eq + 1);
+  }
+  if (Object.keys(fields).every((name) => SELF_DESCRIBED.has(name))) {
+    throw new TypeError(
+      `${JSON.stringify(rule)}: _COMM and _CMDLINE are set by the process itself; add _SYSTEMD_UNIT or _EXE and _UID`,
+    );
+  }
+  return fields;
+}
 
 convict.addFormats({
   duration: {
@@ -61,6 +81,13 @@ convict.addFormats({
     validate: stringArray((item) => {
       if (!JOURNAL_MATCH.test(item))
         throw new TypeError(`${JSON.stringify(item)} is not FIELD=value or +`);
+    }),
+  },
+  "trust-rules": { validate: stringArray((item) => parseTrustRule(item)) },
+  "program-names": {
+    validate: stringArray((item) => {
+      if (!/^[^\s:[\]]{1,64}$/.test(item))
+        throw new TypeError(`${JSON.stringify(item)} is not a syslog tag`);
     }),
   },
   agent: {
@@ -111,6 +138,16 @@ export const schema = {
       doc: "Custom login regex with (?<user>...) and (?<ip>...) (seed: mailLogRegExp). Empty: the agent's.",
       format: "one-line",
       default: "",
+    },
+    programs: {
+      doc: "Syslog tags the server logs under, replacing the agent's (Cyrus with a custom prefix).",
+      format: "program-names",
+      default: [] as string[],
+    },
+    trusted: {
+      doc: 'Journal trust rules replacing the agent\'s: each "_FIELD=value ...", all must hold.',
+      format: "trust-rules",
+      default: [] as string[],
     },
     ignore: {
       doc: "Networks never granted relay.",

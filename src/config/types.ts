@@ -10,6 +10,10 @@ export interface Config {
   match: {
     /** Custom login regex with (?<user>…) and (?<ip>…); empty: the agent's own. */
     regex: string;
+    /** Syslog tags replacing the agent's; empty: the agent's. */
+    programs: string[];
+    /** Journal trust rules ("_FIELD=value ...") replacing the agent's; empty: the agent's. */
+    trusted: string[];
     ignore: string[];
     allow: string[];
   };

@@ -2,6 +2,7 @@ import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import { join } from "node:path";
 import { ConfigError, type LoadedConfig } from "../config/load.js";
+import { parseTrustRule } from "../config/schema.js";
 import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
 import { AGENTS } from "../matcher/agents/index.js";
@@ -25,6 +26,7 @@ export interface Components {
   source: "journal" | "file";
 }
 
+/** The agent's profile, with the site's match.programs and match.trusted in place of its own. */
 export function profileFor(config: Config): AgentProfile {
   if (config.agent === "") {
     throw new ConfigError(["agent: not set; run with --instance NAME or set agent: in conf.d"]);
@@ -36,7 +38,12 @@ export function profileFor(config: Config): AgentProfile {
       `agent: ${JSON.stringify(config.agent)}: no such profile (built in: ${known})`,
     ]);
   }
-  return profile;
+  const { programs, trusted } = config.match;
+  return {
+    ...profile,
+    programs: programs.length > 0 ? programs : profile.programs,
+    journal: trusted.length > 0 ? trusted.map(parseTrustRule) : profile.journal,
+  };
 }
 
 /**
