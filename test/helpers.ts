@@ -5,6 +5,9 @@ import { join } from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 
+/** Under CI=true no test may skip: a missing component is a failure. */
+export const IN_CI = process.env.CI === "true";
+
 /** The repository root (tests run from build/test). */
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const CLI = join(ROOT, "bin/poprelay.js");

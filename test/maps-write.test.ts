@@ -21,7 +21,7 @@ import { tcprulesReadsIpv6 } from "../src/maps/tcprules.js";
 import { STALE_AFTER_MS } from "../src/maps/tempdirs.js";
 import { MapRestartError, writeMap } from "../src/maps/write.js";
 import type { SpoolEntry } from "../src/spool/types.js";
-import { ROOT, run, scratch } from "./helpers.js";
+import { IN_CI, ROOT, run, scratch } from "./helpers.js";
 
 const HEADER = "# Written by poprelay; changes here are overwritten.";
 const IPS = [
@@ -74,7 +74,7 @@ async function tool(
   const path = process.env[envName] || join(ROOT, fallback);
   if (await exists(path)) return path;
   const message = `${path} not found (set ${envName}, or run scripts/test.sh)`;
-  if (process.env.CI) assert.fail(message);
+  if (IN_CI) assert.fail(message);
   t.skip(message);
   return undefined;
 }

@@ -8,7 +8,9 @@
  * legacy default is written out explicitly; `%m`, which was the legacy mailProgram value and is
  * poprelay's mta name, is expanded in every emitted format and command.
  */
+
 import { Document, isMap, isPair, isScalar, type YAMLMap } from "yaml";
+import { editDistance } from "./edit-distance.js";
 import { translatePerlRegex, unwrapPerlRegex } from "./legacy-regex.js";
 import type { Config, MapConfig } from "./types.js";
 
@@ -119,23 +121,6 @@ function isLegacyOption(name: string): name is LegacyOption {
   return (LEGACY_OPTIONS as readonly string[]).includes(name);
 }
 
-function levenshtein(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      current[j] = Math.min(
-        (previous[j] ?? 0) + 1,
-        (current[j - 1] ?? 0) + 1,
-        (previous[j - 1] ?? 0) + cost,
-      );
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
-}
-
 /** The documented option an unknown name was probably meant to be. */
 function suggestOption(name: string): LegacyOption | undefined {
   const lower = name.toLowerCase();
@@ -144,7 +129,7 @@ function suggestOption(name: string): LegacyOption | undefined {
   let best: LegacyOption | undefined;
   let bestDistance = 3;
   for (const option of LEGACY_OPTIONS) {
-    const distance = levenshtein(lower, option.toLowerCase());
+    const distance = editDistance(lower, option.toLowerCase());
     if (distance < bestDistance) {
       best = option;
       bestDistance = distance;

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import convict from "convict";
 import { LineCounter, parseDocument, stringify } from "yaml";
 import { validateMapConfig } from "../maps/settings.js";
+import { editDistance } from "./edit-distance.js";
 import { schema } from "./schema.js";
 import type { Config } from "./types.js";
 
@@ -226,23 +227,6 @@ function describeUnknownKey(key: string): string {
   const guess =
     keys.find((k) => k.split(".").pop() === last) ?? keys.find((k) => editDistance(k, key) <= 2);
   return guess ? `unknown key (did you mean ${guess}?)` : "unknown key";
-}
-
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      current[j] = Math.min(
-        (previous[j] ?? 0) + 1,
-        (current[j - 1] ?? 0) + 1,
-        (previous[j - 1] ?? 0) + cost,
-      );
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
 }
 
 function validateRegex(source: string): string[] {

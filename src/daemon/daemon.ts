@@ -27,6 +27,8 @@ interface Counts {
   reloadError?: string;
 }
 
+// How often STATUS is compared with what was last sent.
+const STATUS_CHECK_MS = 5000;
 // After a failed map write, retry this often until one succeeds.
 const MAP_RETRY_MS = 10_000;
 // Rejections worth a warning: someone is trying something.
@@ -44,6 +46,8 @@ export class Daemon {
   private mapRetry: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
+  private statusCheck: NodeJS.Timeout | undefined;
+  private lastStatus = "";
   // Start, reload and stop run one at a time, in the order they were asked for.
   private lifecycle: Promise<unknown> = Promise.resolve();
 
@@ -60,6 +64,8 @@ export class Daemon {
       await this.bring(await buildComponents(loaded, this.options.log));
       this.startWatchdog();
       this.options.notifier.send({ READY: "1", STATUS: this.status() });
+      // Readers change state on their own (journalctl restarting, a file rotated): STATUS follows.
+      this.statusCheck = setInterval(() => this.publishStatus(), STATUS_CHECK_MS);
     });
   }
 
@@ -98,7 +104,7 @@ export class Daemon {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
       await this.current?.reader.stop();
       this.expiry.cancel();
-      for (const timer of [this.mapRetry, this.watchdog, this.statusTimer]) clearTimeout(timer);
+      for (const timer of [this.mapRetry, this.watchdog, this.statusTimer, this.statusCheck]) clearTimeout(timer);
       this.current = undefined;
     });
   }
@@ -215,7 +221,10 @@ export class Daemon {
     if (this.statusTimer) return;
     this.statusTimer = setTimeout(() => {
       this.statusTimer = undefined;
-      this.options.notifier.send({ STATUS: this.status() });
+      const status = this.status();
+      if (status === this.lastStatus) return;
+      this.lastStatus = status;
+      this.options.notifier.send({ STATUS: status });
     }, 1000);
     this.statusTimer.unref();
   }

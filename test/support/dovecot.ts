@@ -40,12 +40,14 @@
  * Readiness is judged from /proc (the master owns a LISTEN socket on the port), not by
  * connecting, because every POP3 connection, even a probe, is logged.
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants, existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { access, chmod, chown, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { IN_CI } from "../helpers.js";
 
 export const DOVECOT = "/usr/sbin/dovecot";
 const POP3_BINARIES = ["/usr/lib/dovecot/pop3", "/usr/lib/dovecot/pop3-login"];
@@ -85,9 +87,6 @@ export interface Dovecot {
 }
 
 // ------------------------------------------------- shared by the server harnesses (postfix.ts)
-
-/** Under CI=true nothing is skipped: a missing component must fail the test. */
-export const IN_CI = process.env.CI === "true";
 
 /** A reason to skip (outside CI) when `binaries` are missing or we are not root; else false. */
 export function skipReason(what: string, binaries: readonly string[]): string | false {

@@ -28,6 +28,7 @@
  * CI=true nothing is skipped: the helpers throw, and the test fails.
  * Packages: systemd (journald, journalctl, systemd-cat), systemd-journal-remote, bsdutils (logger).
  */
+
 import { spawn } from "node:child_process";
 import { constants } from "node:fs";
 import { access, lstat, readFile, symlink } from "node:fs/promises";
@@ -38,8 +39,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseJournalJson } from "../../src/readers/journal-json.js";
 import type { JournalFields } from "../../src/readers/types.js";
 import { FileLock } from "../../src/spool/lock.js";
-
-export const IN_CI = process.env.CI === "true";
+import { IN_CI } from "../helpers.js";
 
 export const JOURNAL_SOCKETS = "/run/systemd/journal";
 const STDOUT_SOCKET = `${JOURNAL_SOCKETS}/stdout`;
