@@ -1,22 +1,25 @@
 /**
  * Splits a server's "key=value, key=<value>, key=[value], word" list, as Dovecot and Courier
  * write them. A bracketed value ends only at its closing bracket followed by ", " or the end,
- * so commas and spaces inside a user name stay in it. A key that appears twice makes the list
- * unusable: the only way to get a second `rip=` is to put one inside a user name.
+ * so commas and spaces inside a user name stay in it. A key that appears twice, or a bracket
+ * that is never closed, makes the list unusable: a user name is the only way to get either, and
+ * an unclosed `ip=[` in one would swallow the server's own `rip=` that follows it.
  */
 export type FieldList =
   | { ok: true; fields: ReadonlyMap<string, string> }
-  | { ok: false; duplicate: string };
+  | { ok: false; problem: string };
 
 const SEPARATOR = ", ";
-const KEY = /^([a-z][a-z0-9_-]{0,31})=/;
+// Sticky: matched at `lastIndex`, without cutting the text into pieces first.
+const KEY = /([a-z][a-z0-9_-]{0,31})=/y;
 const CLOSERS: Record<string, string> = { "<": ">", "[": "]" };
 
 export function parseFieldList(text: string): FieldList {
   const fields = new Map<string, string>();
   let at = 0;
   while (at < text.length) {
-    const key = KEY.exec(text.slice(at, at + 40))?.[1];
+    KEY.lastIndex = at;
+    const key = KEY.exec(text)?.[1];
     let end: number;
     if (key === undefined) {
       // A bare word such as "TLS" or "secured": no key, nothing to capture.
@@ -27,14 +30,15 @@ export function parseFieldList(text: string): FieldList {
       let value: string;
       if (closer) {
         const close = closingAt(text, valueStart + 1, closer);
-        // Unclosed: the rest of the line is the value, and nothing after it can be a field.
-        end = close === -1 ? text.length : close + 1;
-        value = text.slice(valueStart + 1, close === -1 ? text.length : close);
+        if (close === -1)
+          return { ok: false, problem: `${key}=${text[valueStart]} is never closed` };
+        end = close + 1;
+        value = text.slice(valueStart + 1, close);
       } else {
         end = nextSeparator(text, valueStart);
         value = text.slice(valueStart, end);
       }
-      if (fields.has(key)) return { ok: false, duplicate: key };
+      if (fields.has(key)) return { ok: false, problem: `${key}= appears twice` };
       fields.set(key, value);
     }
     at = end + SEPARATOR.length;

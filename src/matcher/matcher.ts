@@ -94,7 +94,7 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
         return {
           accepted: false,
           reason: "ambiguous",
-          detail: `${list.duplicate}= appears twice`,
+          detail: list.problem,
           record,
         };
       user = list.fields.get(profile.fields.user);
