@@ -306,3 +306,36 @@ describe("match.programs and match.trusted", () => {
     assert.throws(() => profileFor(defaultConfig()), /agent: not set; run with --instance NAME/);
   });
 });
+
+describe("match.regex", () => {
+  const check = async (regex: string) =>
+    problems(await configDir({ "10.yaml": `match:\n  regex: ${JSON.stringify(regex)}\n` }));
+
+  it("accepts a regex whose ip group requires an address", async () => {
+    assert.deepEqual(
+      await check(String.raw`^\S+ \((?<user>[^,]+),(?<ip>[\d.]+)\) Authenticated\.$`),
+      [],
+    );
+    assert.deepEqual(
+      await check(
+        String.raw`rip=(?<ip>(?:\d{1,3}\.){3}\d{1,3}|[0-9a-f:]{2,39}), user=(?<user>\S+)`,
+      ),
+      [],
+    );
+  });
+
+  it("refuses one whose ip group can match nothing at all", async () => {
+    for (const regex of [
+      String.raw`rip=(?<ip>[\d.]*)`,
+      String.raw`rip=(?<ip>\S*), `,
+      String.raw`(?<ip>[(]|\d+|)`,
+    ]) {
+      const found = await check(regex);
+      assert.equal(found.length, 1, `${regex}: ${found.join("\n")}`);
+      assert.match(
+        found[0] ?? "",
+        /match\.regex: the group \(\?<ip>.*\) can match an empty string/,
+      );
+    }
+  });
+});

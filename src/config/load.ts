@@ -240,7 +240,39 @@ function validateRegex(source: string): string[] {
   const groups = new RegExp(`${regex.source}|`).exec("")?.groups ?? {};
   if (!("ip" in groups))
     return ["match.regex: needs a named group (?<ip>...) for the client address"];
+  const ip = groupSource(source, "ip");
+  if (ip !== undefined && matchesEmpty(ip)) {
+    return [
+      `match.regex: the group (?<ip>${ip}) can match an empty string; make it require an address`,
+    ];
+  }
   return [];
+}
+
+/** The source inside `(?<name>...)`, found by counting unescaped parentheses outside classes. */
+function groupSource(source: string, name: string): string | undefined {
+  const start = source.indexOf(`(?<${name}>`);
+  if (start === -1) return undefined;
+  let depth = 0;
+  let inClass = false;
+  for (let i = start; i < source.length; i++) {
+    const c = source[i];
+    if (c === "\\") i++;
+    else if (inClass) inClass = c !== "]";
+    else if (c === "[") inClass = true;
+    else if (c === "(") depth++;
+    else if (c === ")" && --depth === 0) return source.slice(start + name.length + 4, i);
+  }
+  return undefined;
+}
+
+function matchesEmpty(pattern: string): boolean {
+  try {
+    return new RegExp(`^(?:${pattern})$`).test("");
+  } catch {
+    // Backreferences to other groups and the like: not decidable here, and not this check's job.
+    return false;
+  }
 }
 
 function isPlain(value: unknown): value is Plain {
