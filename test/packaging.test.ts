@@ -1,0 +1,469 @@
+/**
+ * The systemd units and the Debian package, for real (issue 5):
+ * - the units' sandbox scores 1.5 or lower with `systemd-analyze security --offline=true`;
+ * - `npm run package` builds dist/poprelay_<version>_<arch>.deb, and lintian finds no error in it;
+ * - the .deb installs with apt-get on this machine, `poprelay --version` and `poprelay check`
+ *   work with the shipped configuration, `systemd-analyze verify` passes on every installed
+ *   unit, and `dpkg --purge` leaves nothing behind;
+ * - under systemd 252 as PID 1 (a container booted on an overlay of this machine): the hardened
+ *   poprelay@dovecot runs Node.js, grants relay from a login line, answers the watchdog,
+ *   reloads synchronously, refuses a bad configuration, and the cleanup timer's service expires
+ *   entries while the daemon is stopped.
+ * Outside CI a missing tool (or not being root) skips; under CI=true it fails.
+ */
+import assert from "node:assert/strict";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { loadConfig } from "../src/config/load.js";
+import { ROOT } from "./helpers.js";
+import {
+  type Booted,
+  bootSystemd,
+  buildPackage,
+  describeRun,
+  expectedPackage,
+  packagingSkipReason,
+  sh,
+} from "./support/packaging.js";
+
+const skip = packagingSkipReason();
+const TARGET = 1.5;
+const UNITS = ["poprelay@dovecot.service", "poprelay-cleanup.service", "poprelay-cleanup.timer"];
+
+/** "→ Overall exposure level for X: 0.5 SAFE" → 0.5 */
+function exposure(output: string): number {
+  const match = /Overall exposure level for \S+: (\d+(?:\.\d+)?)/.exec(output);
+  assert.ok(match, `no overall exposure level in:\n${output}`);
+  return Number(match[1]);
+}
+
+const tmp = () => mkdtemp(join(tmpdir(), "poprelay-pkg-"));
+/** dpkg-query's -f for one field: -f=${Field}. */
+const showField = (name: string) => `-f=\${${name}}`;
+
+describe("systemd units", { skip }, () => {
+  it(`score ${TARGET} or lower with systemd-analyze security --offline=true`, async (t) => {
+    const dir = await tmp();
+    try {
+      for (const unit of ["poprelay@.service", "poprelay-cleanup.service"])
+        await copyFile(join(ROOT, "systemd", unit), join(dir, unit));
+      for (const unit of ["poprelay@dovecot.service", "poprelay-cleanup.service"]) {
+        // --threshold is the exposure times ten: it fails the command above the target.
+        const run = await sh("systemd-analyze", [
+          "security",
+          "--offline=true",
+          `--threshold=${TARGET * 10}`,
+          join(dir, unit),
+        ]);
+        const score = exposure(run.stdout);
+        t.diagnostic(`${unit}: ${score}`);
+        assert.equal(run.code, 0, describeRun(run));
+        assert.ok(score <= TARGET, `${unit}: ${score} > ${TARGET}\n${run.stdout}`);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("poprelay-generator: nothing on systemd 252; Type=notify-reload from systemd 253 on", async () => {
+    const generator = join(ROOT, "packaging/generator.sh");
+    const dir = await tmp();
+    try {
+      const own = await sh("systemctl", ["--version"]);
+      const version = Number(/^systemd (\d+)/.exec(own.stdout)?.[1]);
+      const dropIn = (out: string) => join(out, "poprelay@.service.d/50-notify-reload.conf");
+
+      const here = join(dir, "here");
+      await mkdir(here);
+      const ran = await sh(generator, [here, here, here]);
+      assert.equal(ran.code, 0, describeRun(ran));
+      assert.equal(
+        (await readdir(here)).length > 0,
+        version >= 253,
+        `systemd ${version}: ${(await readdir(here)).join(", ")}`,
+      );
+
+      // A newer systemd: its systemctl, bound over this one in a mount namespace of our own.
+      for (const [fake, expected] of [
+        ["systemd 256 (256.7-1)", true],
+        ["systemd 252 (252.39-1~deb12u2)", false],
+      ] as const) {
+        const out = join(dir, fake.split(" ")[1] ?? "x");
+        await mkdir(out);
+        const systemctl = join(dir, "systemctl");
+        await writeFile(systemctl, `#!/bin/sh\necho '${fake}'\necho '+PAM'\n`, { mode: 0o755 });
+        const run = await sh("unshare", [
+          "--mount",
+          "--propagation",
+          "private",
+          "sh",
+          "-c",
+          'mount --bind "$1" "$(readlink -f /usr/bin/systemctl)" && exec "$2" "$3"',
+          "sh",
+          systemctl,
+          generator,
+          out,
+        ]);
+        assert.equal(run.code, 0, describeRun(run));
+        if (!expected) {
+          assert.deepEqual(await readdir(out), [], fake);
+          continue;
+        }
+        const text = await readFile(dropIn(out), "utf8");
+        assert.match(text, /^\[Service\]$/m);
+        assert.match(text, /^Type=notify-reload$/m);
+        // The 252 ExecReload= (which sends SIGHUP itself) is reset: one SIGHUP per reload.
+        assert.match(text, /^ExecReload=\nExecReload=\/usr\/bin\/poprelay check --instance %i$/m);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the per-MTA examples are valid configurations, and conf.d/examples is not read", async () => {
+    const shipped = await loadConfig(ROOT);
+    assert.deepEqual(
+      shipped.files.map((f) => basename(f)),
+      ["00-poprelay.yaml"],
+    );
+    const examples = (await readdir(join(ROOT, "conf.d/examples"))).sort();
+    assert.deepEqual(examples, ["exim.yaml", "postfix.yaml", "qmail.yaml", "sendmail.yaml"]);
+    for (const example of examples) {
+      const dir = await tmp();
+      try {
+        await mkdir(join(dir, "conf.d"));
+        await copyFile(join(ROOT, "conf.d/00-poprelay.yaml"), join(dir, "conf.d/00-poprelay.yaml"));
+        await copyFile(join(ROOT, "conf.d/examples", example), join(dir, "conf.d/50-local.yaml"));
+        const loaded = await loadConfig(dir, "dovecot");
+        assert.equal(loaded.config.map.mta, example.replace(".yaml", ""), example);
+        // The MTA's side of it is in the comments.
+        const text = await readFile(join(ROOT, "conf.d/examples", example), "utf8");
+        const snippet = {
+          "postfix.yaml": "check_client_access hash:/var/lib/poprelay/relay",
+          "sendmail.yaml": "FEATURE(`access_db'",
+          "exim.yaml": "net-iplsearch;/var/lib/poprelay/relay",
+          "qmail.yaml": "tcpserver -x /var/lib/poprelay/relay.cdb",
+        }[example];
+        assert.ok(snippet && text.includes(snippet), `${example}: ${snippet}`);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+  });
+});
+
+describe("the Debian package", { skip }, () => {
+  let deb = "";
+  before(async () => {
+    deb = await buildPackage();
+  });
+
+  const field = async (name: string) => (await sh("dpkg-deb", ["-f", deb, name])).stdout.trim();
+
+  it("is dist/poprelay_<version>_<arch>.deb with the program, its modules, units and config", async () => {
+    const { version, arch } = await expectedPackage();
+    assert.equal(deb, join(ROOT, "dist", `poprelay_${version}_${arch}.deb`));
+    assert.equal(await field("Version"), version);
+    assert.equal(await field("Architecture"), arch);
+    const depends = await field("Depends");
+    const major = Number(process.versions.node.split(".")[0]);
+    assert.ok(depends.includes(`nodejs (>= ${major}), nodejs (<< ${major + 1}~)`), depends);
+    assert.match(depends, /libsystemd0/);
+
+    const listing = await sh("dpkg-deb", ["--contents", deb]);
+    const files = listing.stdout
+      .split("\n")
+      .map((line) => line.split(/\s+/).slice(5).join(" ").replace(/^\./, ""))
+      .filter((path) => path !== "");
+    for (const path of [
+      "/usr/bin/poprelay",
+      "/usr/lib/poprelay/package.json",
+      "/usr/lib/poprelay/bin/poprelay.js",
+      "/usr/lib/poprelay/build/src/cli/main.js",
+      "/usr/lib/poprelay/reload",
+      "/usr/lib/poprelay/node_modules/fs-ext/build/Release/fs_ext.node",
+      "/usr/lib/poprelay/node_modules/sd-notify/build/Release/notify.node",
+      "/usr/lib/poprelay/node_modules/yaml/package.json",
+      "/usr/lib/systemd/system/poprelay@.service",
+      "/usr/lib/systemd/system/poprelay-cleanup.service",
+      "/usr/lib/systemd/system/poprelay-cleanup.timer",
+      "/lib/systemd/system-generators/poprelay-generator",
+      "/usr/lib/sysusers.d/poprelay.conf",
+      "/usr/lib/tmpfiles.d/poprelay.conf",
+      "/etc/poprelay/conf.d/00-poprelay.yaml",
+      "/usr/share/man/man8/poprelay.8.gz",
+      "/usr/share/doc/poprelay/copyright",
+      "/usr/share/doc/poprelay/changelog.gz",
+      "/usr/share/doc/poprelay/examples/postfix.yaml",
+    ])
+      assert.ok(files.includes(path), `${path} is not in the package`);
+    // Production only: no tests, TypeScript, source maps, dev tools, or addon build trees.
+    const stray = files.filter((path) =>
+      /\/build\/test\/|\.ts$|\.map$|node_modules\/(typescript|@biomejs|@types|nan)\/|obj\.target/.test(
+        path,
+      ),
+    );
+    assert.deepEqual(stray, []);
+
+    const control = await mkdtemp(join(tmpdir(), "poprelay-control-"));
+    try {
+      await sh("dpkg-deb", ["--control", deb, control]);
+      assert.equal(
+        (await readFile(join(control, "conffiles"), "utf8")).trim(),
+        "/etc/poprelay/conf.d/00-poprelay.yaml",
+      );
+    } finally {
+      await rm(control, { recursive: true, force: true });
+    }
+  });
+
+  it("has no lintian errors", async (t) => {
+    const run = await sh("lintian", ["--display-info", deb], { timeoutMs: 300_000 });
+    const lines = run.stdout.split("\n").filter((line) => /^[EWIPX]: /.test(line));
+    t.diagnostic(`lintian: ${lines.length === 0 ? "nothing to say" : `\n${lines.join("\n")}`}`);
+    assert.deepEqual(
+      lines.filter((line) => line.startsWith("E: ")),
+      [],
+    );
+    assert.equal(run.code, 0, describeRun(run));
+  });
+
+  it("installs with apt-get, runs with the shipped configuration, and purges cleanly", async (t) => {
+    // Node.js must come from a package for Depends: nodejs to hold (NodeSource's here).
+    const owner = await sh("dpkg", ["-S", "/usr/bin/node"]);
+    assert.equal(owner.code, 0, `/usr/bin/node belongs to no package: ${describeRun(owner)}`);
+    const nodePackage = owner.stdout.split(":")[0] ?? "";
+    const nodeVersion = await sh("dpkg-query", ["-W", showField("Version"), nodePackage]);
+    t.diagnostic(`/usr/bin/node: ${nodePackage} ${nodeVersion.stdout}`);
+
+    const apt = { env: { DEBIAN_FRONTEND: "noninteractive" }, timeoutMs: 300_000 };
+    await sh("dpkg", ["--purge", "poprelay"], apt);
+    after(() => sh("dpkg", ["--purge", "poprelay"], apt));
+    const install = await sh("apt-get", ["install", "-y", "--no-install-recommends", deb], apt);
+    assert.equal(install.code, 0, describeRun(install));
+
+    const { version } = await expectedPackage();
+    const ver = await sh("poprelay", ["--version"]);
+    assert.equal(ver.stdout.trim(), `poprelay ${version}`, describeRun(ver));
+    const check = await sh("poprelay", ["check"]);
+    assert.equal(check.code, 0, describeRun(check));
+    assert.match(check.stdout, /^configuration ok: 1 file\(s\) in \/etc\/poprelay\/conf.d$/m);
+
+    // sysusers.d and tmpfiles.d did their part.
+    const id = await sh("id", ["-un", "poprelay"]);
+    assert.equal(id.stdout.trim(), "poprelay", describeRun(id));
+    for (const [path, mode] of [
+      ["/var/lib/poprelay", 0o711],
+      ["/var/lib/poprelay/spool", 0o750],
+    ] as const) {
+      const st = await stat(path);
+      assert.equal(st.mode & 0o7777, mode, path);
+      assert.equal((await sh("stat", ["-c", "%U:%G", path])).stdout.trim(), "poprelay:poprelay");
+    }
+    // The cleanup timer is enabled on installation.
+    const wants = "/etc/systemd/system/timers.target.wants/poprelay-cleanup.timer";
+    assert.ok((await stat(wants)).isFile(), wants);
+
+    // root's `poprelay add` runs as poprelay: the daemon can rewrite what it leaves.
+    const add = await sh("poprelay", ["add", "192.0.2.77", "--user", "admin"]);
+    assert.equal(add.code, 0, describeRun(add));
+    for (const file of ["/var/lib/poprelay/spool/192.0.2.77", "/var/lib/poprelay/spool/.lock"])
+      assert.equal((await sh("stat", ["-c", "%U", file])).stdout.trim(), "poprelay", file);
+    const map = await readFile("/var/lib/poprelay/relay", "utf8");
+    assert.match(map, /^192\.0\.2\.77 OK$/m);
+
+    // Every installed unit verifies (binaries, man page, dependencies), and the score holds.
+    const verify = await sh("systemd-analyze", ["verify", ...UNITS]);
+    assert.equal(verify.code, 0, describeRun(verify));
+    assert.equal(verify.stderr.trim(), "", verify.stderr);
+    const security = await sh("systemd-analyze", [
+      "security",
+      "--offline=true",
+      `--threshold=${TARGET * 10}`,
+      "poprelay@dovecot.service",
+    ]);
+    const score = exposure(security.stdout);
+    assert.equal(security.code, 0, describeRun(security));
+    assert.ok(score <= TARGET, `${score}`);
+    const size = await sh("dpkg-query", ["-W", showField("Installed-Size"), "poprelay"]);
+    t.diagnostic(
+      `installed poprelay@dovecot.service: ${score}; Installed-Size: ${size.stdout} KiB`,
+    );
+
+    const purge = await sh("dpkg", ["--purge", "poprelay"], apt);
+    assert.equal(purge.code, 0, describeRun(purge));
+    assert.doesNotMatch(purge.stderr, /warning/i, purge.stderr);
+    for (const path of [
+      "/usr/bin/poprelay",
+      "/usr/lib/poprelay",
+      "/usr/lib/systemd/system/poprelay@.service",
+      "/lib/systemd/system-generators/poprelay-generator",
+      "/var/lib/poprelay",
+      "/etc/poprelay",
+      wants,
+      "/var/lib/systemd/deb-systemd-helper-enabled/poprelay-cleanup.timer.dsh-also",
+    ])
+      await assert.rejects(stat(path), { code: "ENOENT" }, `${path} is still there`);
+    const status = await sh("dpkg-query", ["-W", showField("db:Status-Status"), "poprelay"]);
+    assert.ok(status.code !== 0 || status.stdout === "not-installed", describeRun(status));
+  });
+});
+
+describe("under systemd 252 as PID 1, in a container", { skip }, () => {
+  let box: Booted | undefined;
+  const container = () => {
+    assert.ok(box, "the container did not boot");
+    return box;
+  };
+  const LOG = "/var/log/poprelay-test.log";
+  const login = (user: string, ip: string) =>
+    `$(date +%Y-%m-%dT%H:%M:%S.%6N%:z) mail dovecot[812]: pop3-login: Login: user=<${user}>, method=PLAIN, rip=${ip}, lip=192.0.2.1, mpid=100, session=<s>`;
+
+  before(async () => {
+    const deb = await buildPackage();
+    box = await bootSystemd(`poprelay-pkg-${process.pid}`);
+    await copyFile(deb, join(box.root, "root", basename(deb)));
+    const install = await box.bash(
+      `# This machine's policy-rc.d (a container image's) forbids starting services; a real
+       # system has none, and the maintainer scripts start and stop units there.
+       rm -f /usr/sbin/policy-rc.d
+       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /root/${basename(deb)}
+       # Lines written here stand for Dovecot's; read through the adm group, as /var/log/mail.log.
+       install -m 640 -o root -g adm /dev/null ${LOG}
+       printf 'input:\\n  source: file\\n  file: ${LOG}\\n' >/etc/poprelay/conf.d/50-local.yaml
+       # A short watchdog, so that the test sees WATCHDOG=1 keep the daemon alive.
+       mkdir -p /run/systemd/system/poprelay@dovecot.service.d
+       printf '[Service]\\nWatchdogSec=2s\\n' >/run/systemd/system/poprelay@dovecot.service.d/test.conf
+       systemctl daemon-reload`,
+      300_000,
+    );
+    assert.equal(install.code, 0, describeRun(install));
+  });
+  after(async () => {
+    await box?.stop();
+  });
+
+  it("runs the hardened poprelay@dovecot: READY, relay from a login line, STATUS, watchdog", async () => {
+    const c = container();
+    const start = await c.bash("systemctl enable --now poprelay@dovecot");
+    assert.equal(start.code, 0, describeRun(start));
+    const run = await c.bash(
+      `echo "${login("alice", "198.51.100.7")}" >>${LOG}
+       # What Postfix sees: the database (built after the text map).
+       for i in $(seq 100); do
+         postmap -q 198.51.100.7 hash:/var/lib/poprelay/relay >/dev/null && break; sleep 0.1
+       done
+       postmap -q 198.51.100.7 hash:/var/lib/poprelay/relay
+       # Past the 2 s watchdog: still the same process.
+       pid=$(systemctl show -P MainPID poprelay@dovecot); sleep 3
+       test "$(systemctl show -P MainPID poprelay@dovecot)" = "$pid"
+       systemctl show -P ActiveState poprelay@dovecot
+       systemctl show -P StatusText poprelay@dovecot
+       systemctl show -P NRestarts poprelay@dovecot`,
+    );
+    assert.equal(run.code, 0, describeRun(run));
+    const [ok, state, status, restarts] = run.stdout.trim().split("\n");
+    assert.equal(ok, "OK");
+    assert.equal(state, "active");
+    assert.match(status ?? "", /^1 relay active; 1 logins seen; last alice from 198\.51\.100\.7/);
+    assert.equal(restarts, "0");
+    // Logged to the journal with <N> priorities: notice for the start-up summary.
+    const journal = await c.bash(
+      "journalctl -u poprelay@dovecot -o json --no-pager | grep 'relay period' | head -1",
+    );
+    assert.match(journal.stdout, /"PRIORITY":"5"/, describeRun(journal));
+  });
+
+  it("reloads synchronously, and a bad configuration fails the reload and keeps the daemon", async () => {
+    const c = container();
+    const good = await c.bash(
+      `pid=$(systemctl show -P MainPID poprelay@dovecot)
+       start=$(date +%s)
+       systemctl reload poprelay@dovecot
+       # No waiting: the daemon has already logged its reload when systemctl returns.
+       journalctl -u poprelay@dovecot _PID=$pid -o cat --no-pager | grep -c 'reloaded the configuration'
+       # /usr/lib/poprelay/reload read that from the journal inside the sandbox, well before
+       # its 20 s limit (and so did not say it gave up).
+       echo $(( $(date +%s) - start ))
+       journalctl -u poprelay@dovecot -o cat --no-pager | grep -c 'not in the journal yet' || true
+       test "$(systemctl show -P MainPID poprelay@dovecot)" = "$pid"`,
+    );
+    assert.equal(good.code, 0, describeRun(good));
+    const [reloaded, seconds, gaveUp] = good.stdout.trim().split("\n");
+    assert.equal(reloaded, "1");
+    assert.ok(Number(seconds) < 10, `systemctl reload took ${seconds} s`);
+    assert.equal(gaveUp, "0");
+
+    const bad = await c.bash(
+      `echo 'relay: {period: soon}' >/etc/poprelay/conf.d/60-bad.yaml
+       pid=$(systemctl show -P MainPID poprelay@dovecot)
+       if systemctl reload poprelay@dovecot; then echo reloaded; else echo refused; fi
+       systemctl show -P ActiveState poprelay@dovecot
+       test "$(systemctl show -P MainPID poprelay@dovecot)" = "$pid"
+       rm /etc/poprelay/conf.d/60-bad.yaml
+       journalctl -u poprelay@dovecot -o cat --no-pager | grep -c '60-bad.yaml:1: relay.period'`,
+    );
+    assert.equal(bad.code, 0, describeRun(bad));
+    assert.deepEqual(bad.stdout.trim().split("\n"), ["refused", "active", "1"]);
+  });
+
+  it("the cleanup timer is enabled; its service expires entries while the daemon is stopped", async () => {
+    const c = container();
+    const run = await c.bash(
+      `systemctl stop poprelay@dovecot
+       systemctl is-active poprelay@dovecot || true
+       journalctl -u poprelay@dovecot -o cat --no-pager | grep -c 'SIGTERM: stopping'
+       # Enabled and started by the package's postinst.
+       systemctl is-enabled poprelay-cleanup.timer
+       systemctl show -P Persistent poprelay-cleanup.timer
+       systemctl is-active poprelay-cleanup.timer
+       # An entry that expires at once, added by root by hand.
+       printf 'relay:\\n  period: 1s\\n' >/etc/poprelay/conf.d/60-short.yaml
+       poprelay add 203.0.113.9 >/dev/null
+       grep -c '^203.0.113.9 OK$' /var/lib/poprelay/relay
+       sleep 1.5
+       systemctl start poprelay-cleanup.service
+       grep -c '^203.0.113.9 OK$' /var/lib/poprelay/relay || true
+       test ! -e /var/lib/poprelay/spool/203.0.113.9
+       rm /etc/poprelay/conf.d/60-short.yaml
+       stat -c '%U %a' /var/lib/poprelay/relay /var/lib/poprelay/relay.db`,
+    );
+    assert.equal(run.code, 0, describeRun(run));
+    assert.deepEqual(run.stdout.trim().split("\n"), [
+      "inactive",
+      "1",
+      "enabled",
+      "yes",
+      "active",
+      "1",
+      "0",
+      // The MTA reads the map and its database as its own user.
+      "poprelay 644",
+      "poprelay 644",
+    ]);
+  });
+
+  it("scores and verifies as installed; purge stops the daemon and removes everything", async () => {
+    const c = container();
+    const run = await c.bash(
+      `systemd-analyze verify ${UNITS.join(" ")}
+       systemd-analyze security --offline=true --threshold=${TARGET * 10} poprelay@dovecot.service | tail -1
+       systemd-analyze security --threshold=${TARGET * 10} poprelay@dovecot.service | tail -1
+       systemctl start poprelay@dovecot
+       DEBIAN_FRONTEND=noninteractive dpkg --purge poprelay >/dev/null
+       systemctl is-active poprelay@dovecot poprelay-cleanup.timer || true
+       for path in /var/lib/poprelay /usr/lib/poprelay /etc/systemd/system/multi-user.target.wants/poprelay@dovecot.service; do
+         test ! -e "$path" || echo "left: $path"
+       done
+       # What is left is the administrator's own file.
+       ls -A /etc/poprelay/conf.d`,
+    );
+    assert.equal(run.code, 0, describeRun(run));
+    const lines = run.stdout.trim().split("\n");
+    assert.ok(exposure(lines[0] ?? "") <= TARGET, run.stdout);
+    assert.ok(exposure(lines[1] ?? "") <= TARGET, run.stdout);
+    assert.deepEqual(lines.slice(2), ["inactive", "inactive", "50-local.yaml"]);
+  });
+});
