@@ -15,7 +15,8 @@ export const CLI = join(ROOT, "bin/poprelay.js");
 /** A fresh directory removed when the test file ends. */
 export async function scratch(prefix = "poprelay-test-"): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  after(() => rm(dir, { recursive: true, force: true }));
+  // Retried: a reader stopped by a later hook may still be saving its position into the directory.
+  after(() => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 }));
   return dir;
 }
 
