@@ -13,4 +13,5 @@ apt_install libdb5.3 libldap-2.5-0 libsasl2-2
 unpack sendmail-bin usr/libexec/sendmail/makemap .cache/sendmail
 unpack ucspi-tcp-ipv6 usr/bin/tcprules .cache/ucspi-tcp-ipv6
 build
-node --test --test-concurrency=1 build/test/*.test.js
+# A test file left hanging (a server or watcher never stopped) fails the run instead of stalling CI.
+timeout --kill-after=30s 45m node --test --test-concurrency=1 build/test/*.test.js
