@@ -104,7 +104,8 @@ export class Daemon {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
       await this.current?.reader.stop();
       this.expiry.cancel();
-      for (const timer of [this.mapRetry, this.watchdog, this.statusTimer, this.statusCheck]) clearTimeout(timer);
+      for (const timer of [this.mapRetry, this.watchdog, this.statusTimer, this.statusCheck])
+        clearTimeout(timer);
       this.current = undefined;
     });
   }
