@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { canonicalIp, compareIps } from "../src/address/ip.js";
+import { defaultConfig } from "../src/config/load.js";
 import type { MapConfig } from "../src/config/types.js";
 import { tcpserverKey } from "../src/maps/keys.js";
 import { mapAddresses, renderMap } from "../src/maps/render.js";
@@ -9,17 +10,9 @@ import type { SpoolEntry } from "../src/spool/types.js";
 
 const HEADER = "# Written by poprelay; changes here are overwritten.";
 
+// The schema's defaults (map.file: /var/lib/poprelay/relay), as a site without conf.d has them.
 function mapConfig(overrides: Partial<MapConfig> = {}): MapConfig {
-  return {
-    mta: "postfix",
-    file: "/var/lib/poprelay/relay",
-    format: "",
-    type: "",
-    command: "",
-    static: "",
-    restart: { enabled: false, command: "" },
-    ...overrides,
-  };
+  return { ...defaultConfig().map, ...overrides };
 }
 
 function entry(ip: string): SpoolEntry {

@@ -13,6 +13,7 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
+import { defaultConfig } from "../src/config/load.js";
 import type { MapConfig } from "../src/config/types.js";
 import { memoryLogger } from "../src/log.js";
 import { checkPostfixMapType } from "../src/maps/postconf.js";
@@ -34,16 +35,7 @@ const IPS = [
 ];
 
 function mapConfig(file: string, overrides: Partial<MapConfig> = {}): MapConfig {
-  return {
-    mta: "postfix",
-    file,
-    format: "",
-    type: "",
-    command: "",
-    static: "",
-    restart: { enabled: false, command: "" },
-    ...overrides,
-  };
+  return { ...defaultConfig().map, file, ...overrides };
 }
 
 const entries = (ips: readonly string[]): SpoolEntry[] =>
