@@ -12,19 +12,20 @@ export class FileLock {
 
   constructor(readonly path: string) {}
 
-  run<T>(fn: () => Promise<T>): Promise<T> {
+  /** Runs `fn` holding the lock; `fn` gets the lock file's descriptor (see FileSpoolStore). */
+  run<T>(fn: (fd: number) => Promise<T>): Promise<T> {
     const result = this.queue.then(() => this.holding(fn));
     this.queue = result.catch(() => undefined);
     return result;
   }
 
-  private async holding<T>(fn: () => Promise<T>): Promise<T> {
+  private async holding<T>(fn: (fd: number) => Promise<T>): Promise<T> {
     const fd = openSync(this.path, constants.O_RDWR | constants.O_CREAT, 0o640);
     try {
       await new Promise<void>((resolve, reject) =>
         flock(fd, "ex", (error) => (error ? reject(error) : resolve())),
       );
-      return await fn();
+      return await fn(fd);
     } finally {
       // Closing the descriptor releases the lock.
       closeSync(fd);
