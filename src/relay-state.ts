@@ -1,6 +1,14 @@
+import { rm } from "node:fs/promises";
 import type { MapConfig } from "./config/types.js";
 import type { Logger } from "./log.js";
-import { type MapWriteResult, writeMap } from "./maps/write.js";
+import {
+  buildDatabase,
+  type DatabaseJob,
+  type MapWriteResult,
+  type StagedMap,
+  stageMap,
+  writeMap,
+} from "./maps/write.js";
 import type { SpoolEntry, SpoolStore } from "./spool/types.js";
 
 export interface RelayChange<T> {
@@ -11,6 +19,11 @@ export interface RelayChange<T> {
   live: number;
   /** When the next live entry expires (ms since the epoch); undefined when none is live. */
   nextExpiry: number | undefined;
+  /**
+   * With `deferDatabase`: settles when the map's database has been rebuilt from this change's
+   * text (or a later one); rejects with a MapWriteError. Undefined when there was nothing to build.
+   */
+  database?: Promise<MapWriteResult>;
 }
 
 /** The spool change is durable, but the map could not be written (the old one stands). */
@@ -21,18 +34,36 @@ export class MapWriteError extends Error {
   }
 }
 
+export interface RelayStateOptions {
+  /**
+   * Return once the spool change is durable and the text map is in place, and build the
+   * database (postmap, makemap) after the lock is released, one build at a time, the builds
+   * asked for meanwhile coalesced into one from the newest text. The daemon does this, so that
+   * a login is never held up by the database build of the one before it.
+   */
+  deferDatabase?: boolean;
+}
+
 /**
  * The spool and the map kept in step: every change to the spool is followed by a map write,
  * both under the spool's lock, so concurrent processes never publish a map that misses an entry
- * another one added. The map holds only entries that have not expired.
+ * another one added. The map holds only entries that have not expired. A deferred database is
+ * put in place under the same lock, and only while the text it was built from is still the
+ * live one: a writer that replaced the text builds the database for it.
  */
 export class RelayState {
+  private readonly builder: DatabaseBuilder | undefined;
+
   constructor(
     private readonly store: SpoolStore,
     private readonly map: MapConfig,
     private readonly log: Logger,
     private readonly clock: () => number = Date.now,
-  ) {}
+    options: RelayStateOptions = {},
+  ) {
+    if (options.deferDatabase)
+      this.builder = new DatabaseBuilder((fn) => this.store.exclusive(fn), log);
+  }
 
   /** Grants relay to these logins (seed: addRelayAddress). */
   grant(entries: readonly SpoolEntry[]): Promise<RelayChange<SpoolEntry[]>> {
@@ -63,14 +94,23 @@ export class RelayState {
     return this.store.list();
   }
 
-  private change<T>(operation: () => Promise<T>, force = false): Promise<RelayChange<T>> {
-    return this.store.exclusive(async () => {
+  /** Resolves when no deferred database build is running or waiting. */
+  settled(): Promise<void> {
+    return this.builder?.idle() ?? Promise.resolve();
+  }
+
+  private async change<T>(operation: () => Promise<T>, force = false): Promise<RelayChange<T>> {
+    const change = await this.store.exclusive(async () => {
       const result = await operation();
       const now = this.clock();
       const live = (await this.store.list()).filter((e) => e.expires > now);
-      let map: MapWriteResult;
+      let staged: StagedMap;
       try {
-        map = await writeMap(live, this.map, { force, log: this.log });
+        if (this.builder) {
+          staged = await stageMap(live, this.map, { force, log: this.log });
+        } else {
+          staged = { result: await writeMap(live, this.map, { force, log: this.log }) };
+        }
       } catch (error) {
         throw new MapWriteError(error as Error);
       }
@@ -78,7 +118,94 @@ export class RelayState {
         (min, e) => (min === undefined || e.expires < min ? e.expires : min),
         undefined,
       );
-      return { result, map, live: live.length, nextExpiry };
+      return { result, staged, live: live.length, nextExpiry };
     });
+    const { result, staged, live, nextExpiry } = change;
+    const relay: RelayChange<T> = { result, map: staged.result, live, nextExpiry };
+    if (staged.job && this.builder) {
+      relay.database = this.builder.request(staged.job);
+      // The build logs its own failure; a caller that does not wait for it must not crash.
+      relay.database.catch(() => undefined);
+    }
+    return relay;
   }
+}
+
+interface Waiter {
+  resolve: (result: MapWriteResult) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * One database build at a time. Jobs asked for while one runs wait as one: only the newest is
+ * built (its text holds every change before it), and every waiter gets its outcome.
+ */
+class DatabaseBuilder {
+  private running: Promise<void> | undefined;
+  private current: { job: DatabaseJob; waiters: Waiter[] } | undefined;
+  private next: { job: DatabaseJob; waiters: Waiter[] } | undefined;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly lock: <T>(fn: () => Promise<T>) => Promise<T>,
+    private readonly log: Logger,
+  ) {}
+
+  request(job: DatabaseJob): Promise<MapWriteResult> {
+    const outcome = new Promise<MapWriteResult>((resolve, reject) => {
+      const waiter = { resolve, reject };
+      // A database found stale while a build for the same live text is under way or waiting
+      // (the text was published, its database not yet in place): that build covers it.
+      const same = [this.next, this.current].find((b) => b?.job.textIno === job.textIno);
+      if (!job.published && same) {
+        void discard(job);
+        same.waiters.push(waiter);
+      } else if (this.next) {
+        void discard(this.next.job);
+        this.next = { job, waiters: [...this.next.waiters, waiter] };
+      } else {
+        this.next = { job, waiters: [waiter] };
+      }
+    });
+    this.start();
+    return outcome;
+  }
+
+  idle(): Promise<void> {
+    if (!this.running && !this.next) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private start(): void {
+    if (this.running) return;
+    const next = this.next;
+    if (!next) {
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
+      return;
+    }
+    this.next = undefined;
+    this.current = next;
+    this.running = buildDatabase(next.job, { lock: this.lock })
+      .then(
+        (result) => {
+          this.current = undefined;
+          for (const waiter of next.waiters) waiter.resolve(result);
+        },
+        (error: Error) => {
+          this.current = undefined;
+          const failure = new MapWriteError(error);
+          for (const waiter of next.waiters) waiter.reject(failure);
+        },
+      )
+      .finally(() => {
+        this.running = undefined;
+        this.start();
+      });
+    this.log.debug(`map: building the database (${next.waiters.length} change(s))`);
+  }
+}
+
+/** A job replaced by a newer one before it was built: only its private directory is left. */
+async function discard(job: DatabaseJob): Promise<void> {
+  await rm(job.temp, { recursive: true, force: true }).catch(() => undefined);
 }

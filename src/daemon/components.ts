@@ -89,7 +89,8 @@ export async function buildComponents(loaded: LoadedConfig, log: Logger): Promis
     legacyPeriod: config.relay.period,
     log,
   });
-  const relay = new RelayState(store, config.map, log);
+  // The database (postmap) is rebuilt after the grant, so a login never waits for the one before.
+  const relay = new RelayState(store, config.map, log, Date.now, { deferDatabase: true });
   const name = loaded.instance || config.agent;
   const source = await chooseSource(config);
   const reader: Reader =
@@ -100,6 +101,8 @@ export async function buildComponents(loaded: LoadedConfig, log: Logger): Promis
           stateFile: join(config.state.directory, `${name}.cursor`),
           firstStartSince: config.relay.period,
           log,
+          // A site's match.regex sees every entry; a profile only lines with its literal.
+          prefilter: config.match.regex ? undefined : profile.prefilter,
         })
       : new FileReader({
           path: config.input.file,

@@ -91,6 +91,7 @@ export class Daemon {
         return;
       }
       await this.current?.reader.stop();
+      await this.current?.relay.settled();
       this.counts.reloadError = undefined;
       await this.bring(next);
       log.notice(`reloaded the configuration from ${this.options.configDir}`);
@@ -103,6 +104,8 @@ export class Daemon {
     return this.serial(async () => {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
       await this.current?.reader.stop();
+      // A database build under way finishes, so the database matches the text when we exit.
+      await this.current?.relay.settled();
       this.expiry.cancel();
       for (const timer of [this.mapRetry, this.watchdog, this.statusTimer, this.statusCheck])
         clearTimeout(timer);
@@ -136,7 +139,8 @@ export class Daemon {
     const { config } = next;
     await mkdir(config.state.directory, { recursive: true, mode: 0o750 });
     this.current = next;
-    await this.change(() => next.relay.expire());
+    // READY=1 follows: the map and its database are both in place by then.
+    await this.change(() => next.relay.expire(), true);
     this.options.log.notice(
       `${next.name}: agent ${next.profile.name}, ${next.source} input, ${config.map.mta} map ${config.map.file}, relay period ${config.relay.period} s`,
     );
@@ -191,28 +195,53 @@ export class Daemon {
    * Runs a spool change. A failed map write leaves the spool change durable (the reader may
    * move on) and is retried until a write succeeds; any other failure propagates.
    */
-  private async change<T>(operation: () => Promise<RelayChange<T>>): Promise<void> {
+  private async change<T>(
+    operation: () => Promise<RelayChange<T>>,
+    waitForDatabase = false,
+  ): Promise<void> {
     try {
-      this.applied(await operation());
+      const change = await operation();
+      this.applied(change);
+      // The database is rebuilt after the spool change and the text: a failure comes later.
+      const database = change.database?.then(
+        () => this.databaseWritten(),
+        (error: unknown) => this.mapFailed(error),
+      );
+      if (waitForDatabase) await database;
     } catch (error) {
-      if (!(error instanceof MapWriteError)) throw error;
-      this.counts.mapError = error.message;
-      this.publishStatus();
-      clearTimeout(this.mapRetry);
-      this.mapRetry = setTimeout(() => {
-        const current = this.current;
-        if (!current) return;
-        this.change(() => current.relay.regenerate()).catch((e: Error) =>
-          this.options.log.error(`writing the map failed: ${e.message}`),
-        );
-      }, MAP_RETRY_MS);
+      this.mapFailed(error);
     }
+  }
+
+  /** A failed map write leaves the spool change durable; it is retried until one succeeds. */
+  private mapFailed(error: unknown): void {
+    if (!(error instanceof MapWriteError)) throw error;
+    this.counts.mapError = error.message;
+    this.publishStatus();
+    clearTimeout(this.mapRetry);
+    this.mapRetry = setTimeout(() => {
+      const current = this.current;
+      if (!current) return;
+      this.change(() => current.relay.regenerate()).catch((e: Error) =>
+        this.options.log.error(`writing the map failed: ${e.message}`),
+      );
+    }, MAP_RETRY_MS);
+  }
+
+  private databaseWritten(): void {
+    if (!this.counts.mapError) return;
+    this.options.log.notice("the map is written again");
+    this.counts.mapError = undefined;
+    this.publishStatus();
   }
 
   private applied(change: RelayChange<unknown>): void {
     this.counts.live = change.live;
-    if (this.counts.mapError) this.options.log.notice("the map is written again");
-    this.counts.mapError = undefined;
+    // With a database still to build, its outcome says whether the map is whole again.
+    if (!change.database && this.counts.mapError) {
+      this.options.log.notice("the map is written again");
+      this.counts.mapError = undefined;
+    }
     this.expiry.schedule(change.nextExpiry);
     this.publishStatus();
   }

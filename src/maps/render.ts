@@ -1,5 +1,6 @@
 /** The whole text of a relay map, from spool entries. Pure: no I/O. */
 import { type CanonicalIp, canonicalIp } from "../address/ip.js";
+import { addressOrderKey } from "../spool/file-store.js";
 import type { SpoolEntry } from "../spool/types.js";
 import type { ResolvedMap } from "./resolve.js";
 import { compileTemplate } from "./template.js";
@@ -18,40 +19,50 @@ export class MapEntryError extends Error {
  * canonical address throws.
  */
 export function mapAddresses(entries: readonly SpoolEntry[]): CanonicalIp[] {
-  const byAddress = new Map<string, CanonicalIp>();
+  let keyed: { ip: CanonicalIp; key: string }[] = [];
+  let ordered = true;
+  let last = "";
   for (const entry of entries) {
-    const ip = canonicalIp(entry.ip);
-    if (ip.address !== entry.ip) {
-      throw new MapEntryError(
-        `spool entry ${JSON.stringify(entry.ip)} is not in canonical form (${ip.address})`,
-      );
-    }
-    byAddress.set(ip.address, ip);
+    const known = checked(entry.ip);
+    if (known.key <= last) ordered = false;
+    last = known.key;
+    keyed.push(known);
   }
-  // compareIps parses both addresses on every comparison: 3 s for 100,000 shuffled entries.
-  // Keys computed once give the same order.
-  const keyed = [...byAddress.values()].map((ip) => ({ ip, key: sortKey(ip) }));
-  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  // The spool lists its entries in this order already; others get sorted here. compareIps
+  // parses both addresses on every comparison (3 s for 100,000 shuffled entries): keys computed
+  // once give the same order.
+  if (!ordered) {
+    keyed = [...new Map(keyed.map((k) => [k.ip.address, k])).values()];
+    keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
   return keyed.map(({ ip }) => ip);
+}
+
+/** Addresses already checked, with their sort keys: a daemon renders the same ones again. */
+const checkedAddresses = new Map<string, { ip: CanonicalIp; key: string }>();
+const CHECKED_LIMIT = 1_000_000;
+
+function checked(address: string): { ip: CanonicalIp; key: string } {
+  const known = checkedAddresses.get(address);
+  if (known) return known;
+  const ip = canonicalIp(address);
+  if (ip.address !== address) {
+    throw new MapEntryError(
+      `spool entry ${JSON.stringify(address)} is not in canonical form (${ip.address})`,
+    );
+  }
+  const result = { ip, key: sortKey(ip) };
+  if (checkedAddresses.size >= CHECKED_LIMIT) checkedAddresses.clear();
+  checkedAddresses.set(address, result);
+  return result;
 }
 
 /**
  * Family digit, then the address in fixed-width hex, so that plain string order is compareIps'
- * order. Written out rather than parsed again: the address is canonical, and this is per entry.
+ * order (the spool sorts by the same key).
  */
 export function sortKey(ip: CanonicalIp): string {
-  if (ip.family === 4) {
-    return `4${ip.address
-      .split(".")
-      .map((octet) => Number(octet).toString(16).padStart(2, "0"))
-      .join("")}`;
-  }
-  const [head = "", tail] = ip.address.split("::");
-  const groups = (text: string) => (text === "" ? [] : text.split(":"));
-  const left = groups(head);
-  const right = tail === undefined ? [] : groups(tail);
-  const zeros = Array<string>(8 - left.length - right.length).fill("0");
-  return `6${[...left, ...zeros, ...right].map((group) => group.padStart(4, "0")).join("")}`;
+  return addressOrderKey(ip.address);
 }
 
 /**
@@ -73,13 +84,14 @@ export function renderAddresses(
   resolved: ResolvedMap,
   staticText: string,
 ): string {
-  const lines = resolved.header === null ? [] : [resolved.header];
   const line = compileTemplate(resolved.format, { m: resolved.mta, r: resolved.file });
+  const lines: string[] = resolved.header === null ? [] : [resolved.header];
   for (const ip of addresses) {
     if (ip.family === 6 && !resolved.ipv6) continue;
     lines.push(line({ i: resolved.key(ip) }));
   }
-  let text = lines.map((line) => `${line}\n`).join("");
+  lines.push("");
+  let text = lines.join("\n");
   if (staticText !== "") text += staticText.endsWith("\n") ? staticText : `${staticText}\n`;
   return text;
 }

@@ -3,7 +3,19 @@
  * place, so everything is built in a private directory beside the map and renamed over the live
  * files only once the command succeeded: the MTA sees the old map or the new one, never a mix.
  */
-import { chmod, mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import {
+  chmod,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { MapConfig } from "../config/types.js";
 import { syncDirectory } from "../fs/atomic.js";
@@ -50,11 +62,68 @@ export class MapRestartError extends Error {
   }
 }
 
+/**
+ * A text map put in place whose database is still to be built from it (see buildDatabase).
+ * Opaque to callers: they hand it back.
+ */
+export interface DatabaseJob {
+  readonly result: MapWriteResult;
+  readonly resolved: ResolvedMap;
+  readonly temp: string;
+  /** temp/NAME: the text the command reads (the same inode as the live map, when published). */
+  readonly built: string;
+  /** The live text map this database is for: built only while it is still the live one. */
+  readonly textIno: bigint;
+  readonly textMtimeNs: bigint;
+  /** The text was replaced by this write (not only its database found stale). */
+  readonly published: boolean;
+  /** A link to the text map that was live before, to put back when the database fails. */
+  readonly previous: string | undefined;
+  readonly log: Logger;
+  readonly timeoutMs: number | undefined;
+}
+
+export interface StagedMap {
+  /** What is written so far. */
+  result: MapWriteResult;
+  /** Set when the database still has to be built: pass it to buildDatabase. */
+  job?: DatabaseJob;
+}
+
+/** Runs `fn` holding whatever lock serialises map writers (the spool's). */
+export type MapLock = <T>(fn: () => Promise<T>) => Promise<T>;
+
+const unlocked: MapLock = (fn) => fn();
+
+/**
+ * Writes the map and its database, then returns: the whole write, for the CLI. When the database
+ * command fails, the previous text map is put back, so both stay as they were.
+ */
 export async function writeMap(
   entries: readonly SpoolEntry[],
   config: MapConfig,
   options: MapWriteOptions,
 ): Promise<MapWriteResult> {
+  const staged = await stageMap(entries, config, options, true);
+  if (!staged.job) return staged.result;
+  return buildDatabase(staged.job, { rollback: true });
+}
+
+/**
+ * Puts the new text map in place and returns; its database, when the MTA has one, is left to
+ * buildDatabase. The text goes first so that readers of the text (Exim, `poprelay list`, the
+ * admin) and the database builder never wait for each other. Until the database is rebuilt,
+ * the text is newer than it (the text's mtime is kept above the database's for that), so a
+ * writer killed between the two is noticed by the next one, which rebuilds the database.
+ * A site's own map.command, whose products are unknown, keeps the old order: database first,
+ * then the text, all in this call.
+ */
+export async function stageMap(
+  entries: readonly SpoolEntry[],
+  config: MapConfig,
+  options: MapWriteOptions,
+  keepPrevious = false,
+): Promise<StagedMap> {
   const { log } = options;
   const problems = validateMapConfig(config);
   if (problems.length > 0) throw new MapConfigError(problems);
@@ -87,16 +156,56 @@ export async function writeMap(
   const text = renderAddresses(addresses, resolved, staticText);
   const result: MapWriteResult = { changed: false, entries: addresses.length, file, products: [] };
 
-  if (!options.force && (await isCurrent(file, text, resolved))) {
+  const live = await liveState(file, text, resolved);
+  if (!options.force && live.textCurrent && live.databaseCurrent) {
     log.debug(`map: ${file} is up to date (${addresses.length} addresses)`);
-    return result;
+    return { result };
   }
 
   await removeStaleTempDirs(dir, options.now ?? Date.now(), log);
   const temp = await makeTempDir(dir);
+  let handedOver = false;
   try {
     const built = join(temp, name);
-    await writeSynced(built, text);
+    const job = (
+      fields: Pick<DatabaseJob, "textIno" | "textMtimeNs" | "published" | "previous">,
+    ) => {
+      handedOver = true;
+      return {
+        result,
+        job: { ...fields, result, resolved, temp, built, log, timeoutMs: options.timeoutMs },
+      };
+    };
+    if (resolved.command !== null && resolved.products !== null) {
+      if (!options.force && live.textCurrent && live.text) {
+        // Only the database is stale (its writer stopped between the two renames).
+        await writeFile(built, text, { mode: MODE });
+        return job({
+          textIno: live.text.ino,
+          textMtimeNs: live.text.mtimeNs,
+          published: false,
+          previous: undefined,
+        });
+      }
+      const newest =
+        live.text && live.text.mtimeNs > live.newestProductNs
+          ? live.text.mtimeNs
+          : live.newestProductNs;
+      const written = await writeSynced(built, text, newest);
+      let previous: string | undefined;
+      if (keepPrevious && live.text) {
+        previous = join(temp, ".previous");
+        await link(file, previous);
+      }
+      // A second name for the text, renamed over the map: temp/NAME stays for the command.
+      const publish = join(temp, ".publish");
+      await link(built, publish);
+      await rename(publish, file);
+      result.changed = true;
+      return job({ ...written, published: true, previous });
+    }
+
+    await writeSynced(built, text, undefined);
     if (resolved.command !== null) {
       await runCommand(
         resolved.command,
@@ -110,7 +219,7 @@ export async function writeMap(
       await settle(join(temp, product), join(dir, product));
       result.products.push(join(dir, product));
     }
-    await settle(built, file);
+    await rename(built, file);
     await syncDirectory(dir);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
@@ -122,28 +231,124 @@ export async function writeMap(
     log.error(`map: ${file} ${what}: ${reason}`);
     throw new Error(`map ${file} ${what}: ${reason}`, { cause: error });
   } finally {
-    await rm(temp, { recursive: true, force: true });
+    if (!handedOver) await rm(temp, { recursive: true, force: true });
   }
   result.changed = true;
   log.info(`map: wrote ${file} (${addresses.length} addresses)`);
+  await restart(result, resolved, options.timeoutMs, log);
+  return { result };
+}
 
-  if (resolved.restart !== null) {
-    try {
-      await runCommand(
-        resolved.restart,
-        { r: file, m: resolved.mta },
-        { timeoutMs: options.timeoutMs },
-      );
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      log.error(`map: ${file} written, but the restart command failed: ${reason}`);
-      throw new MapRestartError(
-        `map ${file} written, but the restart command failed: ${reason}`,
-        result,
-      );
+export interface BuildOptions {
+  /**
+   * Held around the final check and renames only, not while the command runs: the database is
+   * put in place only if the text it was built from is still the live one. Default: none (the
+   * caller holds it already).
+   */
+  lock?: MapLock;
+  /** Put the previous text map back when the database cannot be built (writeMap). */
+  rollback?: boolean;
+}
+
+/**
+ * Builds the database of a staged text map in its private directory and renames it into place,
+ * then runs the restart command. When another writer has replaced the text meanwhile, the
+ * database is dropped instead: that writer builds its own, newer one.
+ */
+export async function buildDatabase(
+  job: DatabaseJob,
+  options: BuildOptions = {},
+): Promise<MapWriteResult> {
+  const { resolved, temp, built, log } = job;
+  const file = job.result.file;
+  const dir = dirname(file);
+  const name = basename(file);
+  const result: MapWriteResult = { ...job.result, products: [] };
+  const lock = options.lock ?? unlocked;
+  let superseded = false;
+  try {
+    if (resolved.command === null) throw new Error("no database command");
+    await runCommand(
+      resolved.command,
+      { r: built, m: resolved.mta },
+      { timeoutMs: job.timeoutMs, cwd: temp },
+    );
+    const products = await productsIn(temp, name);
+    for (const product of products) await finish(join(temp, product), job.textMtimeNs);
+    await lock(async () => {
+      // Each database carries its text's mtime, and texts are ever newer: a database from the
+      // same or a newer text in place means another build got there first. An older one is
+      // replaced even when a newer text is out already: its own build follows.
+      for (const product of products) {
+        const live = await stat(join(dir, product), { bigint: true }).catch(() => undefined);
+        if (live && live.mtimeNs >= job.textMtimeNs) superseded = true;
+      }
+      if (superseded) return;
+      for (const product of products) {
+        await rename(join(temp, product), join(dir, product));
+        result.products.push(join(dir, product));
+      }
+      await syncDirectory(dir);
+    });
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    let what: string;
+    if (result.products.length > 0) {
+      what = `partly updated (${result.products.join(", ")} replaced), the next write rebuilds it`;
+    } else if (options.rollback && job.published && (await putBack(job, file))) {
+      what = "not updated, the previous map is left in place";
+    } else if (job.published) {
+      what = "updated, but not its database: the next write rebuilds it";
+    } else {
+      what = "not updated (its database is older than the text): the next write rebuilds it";
     }
+    log.error(`map: ${file} ${what}: ${reason}`);
+    throw new Error(`map ${file} ${what}: ${reason}`, { cause: error });
+  } finally {
+    await rm(temp, { recursive: true, force: true });
   }
+  if (superseded) {
+    log.debug(`map: ${file}: a database from the same or a newer text is in place already`);
+    return result;
+  }
+  result.changed = true;
+  log.info(`map: wrote ${file} (${result.entries} addresses)`);
+  await restart(result, resolved, job.timeoutMs, log);
   return result;
+}
+
+/** Puts the text map that was live before the job back (or removes a first one). */
+async function putBack(job: DatabaseJob, file: string): Promise<boolean> {
+  try {
+    const live = await stat(file, { bigint: true });
+    if (live.ino !== job.textIno) return false;
+    if (job.previous) await rename(job.previous, file);
+    else await unlink(file);
+    await syncDirectory(dirname(file));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function restart(
+  result: MapWriteResult,
+  resolved: ResolvedMap,
+  timeoutMs: number | undefined,
+  log: Logger,
+): Promise<void> {
+  if (resolved.restart === null) return;
+  const file = result.file;
+  try {
+    await runCommand(resolved.restart, { r: file, m: resolved.mta }, { timeoutMs });
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    log.error(`map: ${file} written, but the restart command failed: ${reason}`);
+    throw new MapRestartError(
+      `map ${file} written, but the restart command failed: ${reason}`,
+      result,
+    );
+  }
 }
 
 async function readStatic(path: string): Promise<string> {
@@ -157,15 +362,52 @@ async function readStatic(path: string): Promise<string> {
   }
 }
 
-/** The live map has this text and the database the default command would build is there. */
-async function isCurrent(file: string, text: string, resolved: ResolvedMap): Promise<boolean> {
+interface LiveState {
+  /** The live text map's inode and mtime, when there is one. */
+  text: { ino: bigint; mtimeNs: bigint } | undefined;
+  /** It holds exactly the new text. */
+  textCurrent: boolean;
+  /**
+   * Every database file the default command makes is there and no older than the text. A
+   * site's own command makes files poprelay cannot name: the text alone decides, as before.
+   */
+  databaseCurrent: boolean;
+  /** The newest database file's mtime (0 when none): a new text must be newer. */
+  newestProductNs: bigint;
+}
+
+async function liveState(file: string, text: string, resolved: ResolvedMap): Promise<LiveState> {
+  const state: LiveState = {
+    text: undefined,
+    textCurrent: false,
+    databaseCurrent: false,
+    newestProductNs: 0n,
+  };
   try {
-    if ((await readFile(file, "utf8")) !== text) return false;
-    for (const suffix of resolved.products ?? []) await stat(file + suffix);
-    return true;
+    // The content and the stat of one inode: the map is replaced by rename, never rewritten.
+    const handle = await open(file, "r");
+    try {
+      const st = await handle.stat({ bigint: true });
+      state.text = { ino: st.ino, mtimeNs: st.mtimeNs };
+      state.textCurrent = (await handle.readFile("utf8")) === text;
+    } finally {
+      await handle.close();
+    }
   } catch {
-    return false;
+    // No map yet.
   }
+  let databaseCurrent = true;
+  for (const suffix of resolved.products ?? []) {
+    try {
+      const st = await stat(file + suffix, { bigint: true });
+      if (st.mtimeNs > state.newestProductNs) state.newestProductNs = st.mtimeNs;
+      if (!state.text || st.mtimeNs < state.text.mtimeNs) databaseCurrent = false;
+    } catch {
+      databaseCurrent = false;
+    }
+  }
+  state.databaseCurrent = state.textCurrent && databaseCurrent;
+  return state;
 }
 
 /** What the command left beside the text map: `<name>.*`. */
@@ -177,10 +419,47 @@ async function productsIn(temp: string, name: string): Promise<string[]> {
     .sort();
 }
 
-async function writeSynced(path: string, text: string): Promise<void> {
+/**
+ * Writes a new text map durably. With a database to follow (`after` set: the newest mtime of
+ * the live text and database), its mtime is set to 1 ms past both, or now if later: texts are
+ * then ever newer, even within one tick of the file system's clock, and a database (which
+ * gets its text's mtime) tells which text it was built from.
+ */
+async function writeSynced(
+  path: string,
+  text: string,
+  after: bigint | undefined,
+): Promise<{ textIno: bigint; textMtimeNs: bigint }> {
   const handle = await open(path, "wx", MODE);
   try {
+    // Explicit, so a restrictive umask cannot hide the map from the MTA that reads it.
+    await handle.chmod(MODE);
     await handle.writeFile(text);
+    if (after !== undefined) {
+      const ms = Math.max(Date.now(), Math.floor(Number(after) / 1e6) + 1);
+      await handle.utimes(ms / 1000, ms / 1000);
+    }
+    const st = await handle.stat({ bigint: true });
+    await handle.sync();
+    return { textIno: st.ino, textMtimeNs: st.mtimeNs };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Makes a database file readable by the MTA and durable; with `textMtimeNs`, its mtime becomes
+ * its text's (2 us past it: no older, whatever the rounding; texts are 1 ms apart).
+ */
+async function finish(path: string, textMtimeNs: bigint | undefined): Promise<void> {
+  // Commands and umask choose their own modes (makemap: 0640).
+  await chmod(path, MODE);
+  const handle = await open(path, "r");
+  try {
+    if (textMtimeNs !== undefined) {
+      const seconds = Number(textMtimeNs) / 1e9 + 0.000002;
+      await handle.utimes(seconds, seconds);
+    }
     await handle.sync();
   } finally {
     await handle.close();
@@ -189,14 +468,7 @@ async function writeSynced(path: string, text: string): Promise<void> {
 
 /** Makes a built file durable and readable by the MTA, then renames it into place. */
 async function settle(from: string, to: string): Promise<void> {
-  // Commands and umask choose their own modes (makemap: 0640).
-  await chmod(from, MODE);
-  const handle = await open(from, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await finish(from, undefined);
   await rename(from, to);
 }
 
