@@ -22,7 +22,8 @@ export function parseTextLine(line: string, now: Date): LogRecord | undefined {
   const iso = classic ? null : ISO.exec(line);
   if (classic) {
     time = classicTime(classic, now);
-    rest = line.slice(classic[0].length).replace(/^ +/, "");
+    rest = line.slice(classic[0].length);
+    if (rest.startsWith(" ")) rest = rest.replace(/^ +/, "");
   } else if (iso?.[1]) {
     const parsed = Date.parse(iso[1].replace(" ", "T"));
     time = Number.isNaN(parsed) ? undefined : parsed;
@@ -30,7 +31,8 @@ export function parseTextLine(line: string, now: Date): LogRecord | undefined {
   } else {
     return undefined;
   }
-  const [first = ""] = rest.split(" ", 1);
+  const space = rest.indexOf(" ");
+  const first = space === -1 ? rest : rest.slice(0, space);
   if (first.endsWith(":") && TAG_ONLY.test(rest)) {
     // The server's own log file: the service name is part of the message.
     return { message: rest, program: undefined, pid: undefined, time, trusted: null, line };
@@ -56,7 +58,10 @@ function classicTime(match: RegExpExecArray, now: Date): number | undefined {
   ) {
     return undefined;
   }
-  for (const year of [now.getFullYear() + 1, now.getFullYear(), now.getFullYear() - 1]) {
+  const thisYear = now.getFullYear();
+  // Next year's date can be at most a day ahead only for early January lines read in December.
+  const first = month === 0 && now.getMonth() === 11 ? thisYear + 1 : thisYear;
+  for (let year = first; year >= thisYear - 1; year--) {
     const date: Date = new Date(year, month, day, hours, minutes, seconds);
     // Reject Feb 30 and the like, which Date would roll over.
     if (date.getDate() !== day) continue;

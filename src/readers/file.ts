@@ -115,6 +115,8 @@ export class FileReader implements Reader {
   private wanted = false;
   /** Check the first line again on the next step (copytruncate followed by regrowth). */
   private verifyHead = false;
+  /** The open file's size and times at the last timer tick. */
+  private lastLook: string | undefined;
 
   private stopping = false;
   private failed = false;
@@ -533,8 +535,22 @@ export class FileReader implements Reader {
   // --- watching ---------------------------------------------------------------------------
 
   private tick(): void {
-    this.verifyHead = true;
-    void this.ensureWatcher().then(() => this.kick());
+    void this.ensureWatcher().then(async () => {
+      // While the watch is up, an idle tick costs one fstat: the full look (first-line hash,
+      // read, truncation and rename checks) runs only when the file changed since the last
+      // tick, which is also what a file system without inotify (NFS) shows.
+      const cur = this.cur;
+      if (cur && !cur.gone && this.watcher && !this.problem && !this.stopping) {
+        const look = await cur.fh.stat({ bigint: true }).then(
+          (st) => `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.nlink}`,
+          () => undefined,
+        );
+        if (look !== undefined && look === this.lastLook && cur === this.cur) return;
+        this.lastLook = look;
+      }
+      this.verifyHead = true;
+      this.kick();
+    });
   }
 
   /** (Re)creates the directory watch: at start, after an error, or when the directory was replaced. */
