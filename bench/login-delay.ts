@@ -11,10 +11,10 @@ import { watch } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CLI } from "../test/helpers.js";
 import { startDovecot } from "../test/support/dovecot.js";
 import { pop3Login, smtpTryRelay } from "../test/support/mail-clients.js";
 import { startPostfix } from "../test/support/postfix.js";
+import { CLI } from "./util.js";
 
 const logins = Number(process.argv[2] ?? 100);
 

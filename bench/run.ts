@@ -1,0 +1,329 @@
+/**
+ * `npm run bench`: poprelay's benchmark, on inputs it generates itself (deterministic: a seed and
+ * sizes). Prints a table and writes bench/results.json. Run as root (the journal and the delay
+ * sections start `poprelay run`, which writes under a scratch directory only).
+ *
+ *   node build/bench/run.js [--lines 1000000] [--journal-entries 1000000] [--logins 1000]
+ *     [--rate 20] [--background 500] [--delay-map 1000] [--map-sizes 1000,10000,100000]
+ *     [--memory-entries 100000] [--idle-seconds 60] [--runs 3] [--seed 1]
+ *     [--only replay,journal,delay,map,memory,idle] [--out bench/results.json]
+ *
+ * BENCHMARKS.md has the figures of the last full run and what limits each.
+ */
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cpus, release, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { type DelayResult, measureDelay, startDaemon } from "./delay.js";
+import { daemonMemory, type MapScaleResult, type MemoryResult, mapScale } from "./map-scale.js";
+import {
+  journalDirectory,
+  journalThroughput,
+  type ReaderRun,
+  replay,
+  type ToolRun,
+  writeMailLog,
+} from "./throughput.js";
+import {
+  childPids,
+  cpuSeconds,
+  type Distribution,
+  fmt,
+  progress,
+  ROOT,
+  sleep,
+  table,
+  timed,
+} from "./util.js";
+
+interface Options {
+  lines: number;
+  journalEntries: number;
+  logins: number;
+  rate: number;
+  background: number;
+  delayMap: number;
+  mapSizes: number[];
+  memoryEntries: number;
+  idleSeconds: number;
+  runs: number;
+  seed: number;
+  only: Set<string>;
+  out: string;
+}
+
+const SECTIONS = ["replay", "journal", "delay", "map", "memory", "idle"];
+
+function parseOptions(argv: readonly string[]): Options {
+  const options: Options = {
+    lines: 1_000_000,
+    journalEntries: 1_000_000,
+    logins: 1000,
+    rate: 20,
+    background: 500,
+    delayMap: 1000,
+    mapSizes: [1000, 10_000, 100_000],
+    memoryEntries: 100_000,
+    idleSeconds: 60,
+    runs: 3,
+    seed: 1,
+    only: new Set(SECTIONS),
+    out: join(ROOT, "bench", "results.json"),
+  };
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i] ?? "";
+    const value = argv[i + 1];
+    if (value === undefined) throw new Error(`${key}: needs a value`);
+    const number = () => {
+      const n = Number(value.replaceAll("_", ""));
+      if (!Number.isFinite(n) || n < 0) throw new Error(`${key}: ${value} is not a number`);
+      return n;
+    };
+    switch (key) {
+      case "--lines":
+        options.lines = number();
+        break;
+      case "--journal-entries":
+        options.journalEntries = number();
+        break;
+      case "--logins":
+        options.logins = number();
+        break;
+      case "--rate":
+        options.rate = number();
+        break;
+      case "--background":
+        options.background = number();
+        break;
+      case "--delay-map":
+        options.delayMap = number();
+        break;
+      case "--map-sizes":
+        options.mapSizes = value.split(",").map((v) => Number(v.replaceAll("_", "")));
+        break;
+      case "--memory-entries":
+        options.memoryEntries = number();
+        break;
+      case "--idle-seconds":
+        options.idleSeconds = number();
+        break;
+      case "--runs":
+        options.runs = Math.max(1, number());
+        break;
+      case "--seed":
+        options.seed = number();
+        break;
+      case "--only":
+        options.only = new Set(value.split(","));
+        for (const name of options.only)
+          if (!SECTIONS.includes(name)) throw new Error(`--only: ${name}: not one of ${SECTIONS}`);
+        break;
+      case "--out":
+        options.out = value;
+        break;
+      default:
+        throw new Error(`unknown option ${key} (see the top of bench/run.ts)`);
+    }
+  }
+  return options;
+}
+
+interface IdleResult {
+  input: string;
+  seconds: number;
+  cpuSeconds: number;
+  percent: number;
+}
+
+/** CPU time of an idle `poprelay run` (and its journalctl) over `seconds`. */
+async function idle(seconds: number): Promise<IdleResult[]> {
+  const daemons = [
+    { input: "file", daemon: await startDaemon("file", 1000) },
+    { input: "journal", daemon: await startDaemon("journal", 1000) },
+  ];
+  try {
+    await sleep(3000);
+    const total = (pid: number) =>
+      cpuSeconds(pid) + childPids(pid).reduce((sum, child) => sum + cpuSeconds(child), 0);
+    const before = daemons.map(({ daemon }) => total(daemon.child.pid ?? 0));
+    const started = performance.now();
+    await sleep(seconds * 1000);
+    const elapsed = (performance.now() - started) / 1000;
+    return daemons.map(({ input, daemon }, i) => {
+      const used = total(daemon.child.pid ?? 0) - (before[i] ?? 0);
+      return { input, seconds: elapsed, cpuSeconds: used, percent: (used / elapsed) * 100 };
+    });
+  } finally {
+    for (const { daemon } of daemons) await daemon.stop();
+  }
+}
+
+async function machine() {
+  const cpu = cpus()[0]?.model ?? "unknown";
+  const os = readFileSync("/etc/os-release", "utf8").match(/^PRETTY_NAME="(.*)"$/m)?.[1] ?? "";
+  const versions: Record<string, string> = {};
+  for (const [name, args] of [
+    ["journalctl", ["--version"]],
+    ["postconf", ["-h", "mail_version"]],
+    ["fail2ban-regex", ["--version"]],
+    ["grep", ["--version"]],
+  ] as const) {
+    const run = await timed(name, args, { keepStdout: true }).catch(() => undefined);
+    const first = run?.stdout.split("\n")[0]?.trim();
+    if (run?.code === 0 && first) versions[name] = first;
+  }
+  return {
+    cpu,
+    cores: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    kernel: release(),
+    os,
+    node: process.version,
+    tools: versions,
+  };
+}
+
+const ms = (d: Distribution) => `${fmt(d.median)} / ${fmt(d.p99)} / ${fmt(d.max)}`;
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2));
+  const began = performance.now();
+  const work = await mkdtemp(join(tmpdir(), "poprelay-bench-"));
+  const cache = join(ROOT, ".cache", "bench");
+  await mkdir(cache, { recursive: true });
+  const results: Record<string, unknown> = {
+    command: `node build/bench/run.js ${process.argv.slice(2).join(" ")}`.trim(),
+    date: new Date().toISOString(),
+    options: { ...options, only: [...options.only] },
+    machine: await machine(),
+  };
+  const rows: string[][] = [["figure", "value", "notes"]];
+  try {
+    if (options.only.has("replay")) {
+      progress(`replay: writing a ${options.lines}-line mail log`);
+      const file = join(work, "mail.log");
+      const facts = writeMailLog(file, options.lines, options.seed);
+      progress("replay: poprelay match, grep -c, fail2ban-regex");
+      const runs: ToolRun[] = await replay(work, file, facts, options.runs);
+      results.replay = { log: facts, runs };
+      for (const run of runs)
+        rows.push([
+          `replay ${fmt(options.lines, 0)} lines: ${run.tool}`,
+          `${fmt(run.linesPerSecond, 0)} lines/s`,
+          `${fmt(run.wallMs / 1000, 2)} s wall, ${fmt(run.matched, 0)} matched` +
+            (run.reportedLinesPerSecond
+              ? `; ${fmt(run.reportedLinesPerSecond, 0)} lines/s without start-up`
+              : ""),
+        ]);
+      await rm(file, { force: true });
+    }
+
+    if (options.only.has("journal")) {
+      progress(`journal: a ${options.journalEntries}-entry journal directory (cached in ${cache})`);
+      const facts = await journalDirectory(cache, options.journalEntries, options.seed);
+      progress(
+        `journal: ${facts.builtMs ? `built in ${fmt(facts.builtMs / 1000)} s` : "from the cache"}; reading it`,
+      );
+      const runs: ReaderRun[] = await journalThroughput(facts, work, options.runs);
+      results.journal = { entries: facts.entries, builtMs: facts.builtMs, runs };
+      const alone = runs[0];
+      for (const run of runs)
+        rows.push([
+          `journal ${fmt(facts.entries, 0)} entries: ${run.what}`,
+          `${fmt(run.entriesPerSecond, 0)} entries/s`,
+          `${fmt(run.wallMs / 1000, 2)} s wall, ${fmt(run.entries, 0)} entries matched by journalctl` +
+            (run.matched !== undefined && alone
+              ? `, ${fmt(run.matched, 0)} logins; ${fmt((run.wallMs / alone.wallMs - 1) * 100)}% over journalctl`
+              : ""),
+        ]);
+    }
+
+    if (options.only.has("delay")) {
+      const delays: DelayResult[] = [];
+      for (const input of ["file", "journal"] as const) {
+        progress(
+          `delay: ${input} input, ${options.logins} logins at ${options.rate}/s, ${options.background} background lines/s, ${options.delayMap} entries in the map`,
+        );
+        const result = await measureDelay({
+          input,
+          logins: options.logins,
+          rate: options.rate,
+          background: options.background,
+          mapEntries: options.delayMap,
+          seed: options.seed,
+        });
+        delays.push(result);
+        const missing =
+          result.missing.text + result.missing.database > 0
+            ? `; MISSING ${result.missing.text} text, ${result.missing.database} db`
+            : "";
+        rows.push([
+          `delay ${input} → map text (median / p99 / max)`,
+          `${ms(result.text)} ms`,
+          `${result.text.count} logins, map ${fmt(options.delayMap, 0)}→${fmt(options.delayMap + options.logins, 0)} entries${missing}`,
+        ]);
+        rows.push([
+          `delay ${input} → relay.db (median / p99 / max)`,
+          `${ms(result.database)} ms`,
+          "postmap hash: rebuilds it",
+        ]);
+      }
+      results.delay = delays;
+    }
+
+    if (options.only.has("map")) {
+      const scale: MapScaleResult[] = [];
+      for (const size of options.mapSizes) {
+        progress(`map: ${size} entries`);
+        const result = await mapScale(size, 5);
+        scale.push(result);
+        rows.push([
+          `map ${fmt(size, 0)} entries: full write (cold)`,
+          `${fmt(result.fullWriteMs)} ms`,
+          "every spool file read, text + relay.db",
+        ]);
+        rows.push([
+          `map ${fmt(size, 0)} entries: grant → text / → relay.db`,
+          `${fmt(result.grantText.median)} / ${fmt(result.grantDatabase.median)} ms`,
+          `median of ${result.grantText.count}; postmap alone ${fmt(result.postmapMs)} ms`,
+        ]);
+      }
+      results.map = scale;
+    }
+
+    if (options.only.has("memory")) {
+      progress(`memory: poprelay run with ${options.memoryEntries} entries`);
+      const result: MemoryResult = await daemonMemory(options.memoryEntries, 20);
+      results.memory = result;
+      rows.push([
+        `daemon RSS, ${fmt(result.entries, 0)} entries`,
+        `${fmt(result.rss)} MiB`,
+        `${fmt(result.startedRss)} MiB after start, ${fmt(result.peak)} MiB peak, after ${result.logins} logins`,
+      ]);
+    }
+
+    if (options.only.has("idle")) {
+      progress(`idle: two daemons (file and journal input), ${options.idleSeconds} s`);
+      const result = await idle(options.idleSeconds);
+      results.idle = result;
+      for (const r of result)
+        rows.push([
+          `idle CPU, ${r.input} input`,
+          `${fmt(r.percent, 3)} %`,
+          `${fmt(r.cpuSeconds, 2)} CPU s in ${fmt(r.seconds, 0)} s${r.input === "journal" ? " (with journalctl)" : ""}`,
+        ]);
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  results.seconds = (performance.now() - began) / 1000;
+  const m = results.machine as Awaited<ReturnType<typeof machine>>;
+  process.stdout.write(
+    `poprelay bench: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}, Linux ${m.kernel}, Node ${m.node}\n\n`,
+  );
+  process.stdout.write(`${table(rows)}\n\n`);
+  process.stdout.write(`${fmt(results.seconds as number, 0)} s; results in ${options.out}\n`);
+  await writeFile(options.out, `${JSON.stringify(results, null, 2)}\n`);
+}
+
+await main();
