@@ -15,8 +15,8 @@ export interface RelayChange<T> {
   /** What the spool operation returned. */
   result: T;
   map: MapWriteResult;
-  /** Entries in the map now. */
-  live: number;
+  /** Entries in the map now (unexpired), in address order. */
+  live: SpoolEntry[];
   /** When the next live entry expires (ms since the epoch); undefined when none is live. */
   nextExpiry: number | undefined;
   /**
@@ -85,6 +85,11 @@ export class RelayState {
     return this.change(() => this.store.wipe());
   }
 
+  /** Writes the map from the spool if it changed elsewhere (another host, another process). */
+  refresh(): Promise<RelayChange<undefined>> {
+    return this.change(async () => undefined);
+  }
+
   /** Writes the map from the spool even when its text is unchanged (seed: generateRelayFile). */
   regenerate(): Promise<RelayChange<undefined>> {
     return this.change(async () => undefined, true);
@@ -106,7 +111,12 @@ export class RelayState {
       const live = (await this.store.list()).filter((e) => e.expires > now);
       let staged: StagedMap;
       try {
-        if (this.builder) {
+        if (!this.store.known() || this.map.mta === "none") {
+          // Shared state not read yet: the map stays as it is until it is.
+          staged = {
+            result: { changed: false, entries: live.length, file: this.map.file, products: [] },
+          };
+        } else if (this.builder) {
           staged = await stageMap(live, this.map, { force, log: this.log });
         } else {
           staged = { result: await writeMap(live, this.map, { force, log: this.log }) };
@@ -118,7 +128,7 @@ export class RelayState {
         (min, e) => (min === undefined || e.expires < min ? e.expires : min),
         undefined,
       );
-      return { result, staged, live: live.length, nextExpiry };
+      return { result, staged, live, nextExpiry };
     });
     const { result, staged, live, nextExpiry } = change;
     const relay: RelayChange<T> = { result, map: staged.result, live, nextExpiry };

@@ -12,7 +12,7 @@ import { checkMapTools } from "../maps/settings.js";
 import type { MapWriteResult } from "../maps/write.js";
 import { AGENTS } from "../matcher/agents/index.js";
 import { RelayState } from "../relay-state.js";
-import { FileSpoolStore } from "../spool/file-store.js";
+import { openSpoolStore } from "../spool/open.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { formatSummary, runMatch } from "./match.js";
 
@@ -25,6 +25,8 @@ export interface CommandContext {
   instance: string;
   log: Logger;
   out: (text: string) => void;
+  /** Run when the command is done, whatever happened: connections to let go of. */
+  cleanup: (() => Promise<void>)[];
 }
 
 export interface Command {
@@ -65,11 +67,8 @@ interface Opened {
 async function open(context: CommandContext): Promise<Opened> {
   const loaded = await loadConfig(context.configDir, context.instance);
   const { config } = loaded;
-  const store = new FileSpoolStore({
-    directory: config.spool.directory,
-    legacyPeriod: config.relay.period,
-    log: context.log,
-  });
+  const store = openSpoolStore(config, context.log);
+  context.cleanup.push(() => store.close());
   return { loaded, relay: new RelayState(store, config.map, context.log) };
 }
 

@@ -76,6 +76,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     instance: values.instance ?? "",
     log,
     out: (text) => process.stdout.write(text),
+    cleanup: [],
   };
   try {
     command.check(context);
@@ -99,5 +100,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.env.POPRELAY_DEBUG ? String((error as Error).stack) : (error as Error).message,
     );
     return EXIT.input;
+  } finally {
+    for (const cleanup of context.cleanup) await cleanup().catch(() => undefined);
   }
 }

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import convict from "convict";
 import { LineCounter, parseDocument, stringify } from "yaml";
 import { validateMapConfig } from "../maps/settings.js";
+import { redactRedisUrl } from "../spool/redis/address.js";
 import { editDistance } from "./edit-distance.js";
 import { schema } from "./schema.js";
 import type { Config } from "./types.js";
@@ -290,5 +291,11 @@ export function describeConfig(loaded: LoadedConfig): string {
     `# instance: ${loaded.instance || "(none)"}`,
     ...loaded.files.map((f) => `# merged: ${f}`),
   ];
-  return `${header.join("\n")}\n${stringify(loaded.config)}`;
+  // The Redis password stays in conf.d (mode 0640), not in a terminal or a ticket.
+  const { spool } = loaded.config;
+  const config = {
+    ...loaded.config,
+    spool: { ...spool, redis: { ...spool.redis, url: redactRedisUrl(spool.redis.url) } },
+  };
+  return `${header.join("\n")}\n${stringify(config)}`;
 }

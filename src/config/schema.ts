@@ -1,5 +1,7 @@
 import convict from "convict";
 import { parseCidr } from "../address/cidr.js";
+import { parseListen } from "../policy/listen.js";
+import { parseHostPort, parseRedisUrl } from "../spool/redis/address.js";
 import { parseDuration } from "./duration.js";
 
 // Formats throw plain messages; the loader adds the file, line and key.
@@ -90,6 +92,26 @@ convict.addFormats({
         throw new TypeError(`${JSON.stringify(item)} is not a syslog tag`);
     }),
   },
+  "positive-integer": {
+    validate: (value: unknown) => {
+      if (typeof value !== "number" || !Number.isInteger(value) || value < 1)
+        throw new TypeError("must be a whole number, 1 or more");
+    },
+  },
+  "redis-url": { validate: (value: unknown) => parseRedisUrl(String(value)) },
+  "redis-namespace": {
+    validate: (value: unknown) => {
+      if (typeof value !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(value))
+        throw new TypeError("must be 1 to 64 letters, digits, '.', '_' or '-'");
+    },
+  },
+  "host-ports": { validate: stringArray((item) => parseHostPort(item)) },
+  "policy-listen": {
+    validate: (value: unknown) => {
+      oneLine(value);
+      if (value !== "") parseListen(value as string);
+    },
+  },
   agent: {
     validate: (value: unknown) => {
       if (
@@ -111,8 +133,8 @@ export const schema = {
   },
   input: {
     source: {
-      doc: "Where login lines come from: journal, file, or auto (journal if readable).",
-      format: ["auto", "journal", "file"],
+      doc: "Where login lines come from: journal, file, auto (journal if readable), or none (a host that only writes its map from Redis).",
+      format: ["auto", "journal", "file", "none"],
       default: "auto",
     },
     file: {
@@ -168,10 +190,57 @@ export const schema = {
     },
   },
   spool: {
+    backend: {
+      doc: "Where entries live: file (spool.directory, this host) or redis (shared by several hosts).",
+      format: ["file", "redis"],
+      default: "file",
+    },
     directory: {
       doc: "One file per address (seed: mailRelayDirectory).",
       format: "absolute-path",
       default: "/var/lib/poprelay/spool",
+    },
+    redis: {
+      url: {
+        doc: "redis://[:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS. With sentinels or cluster: the password, TLS and database only.",
+        format: "redis-url",
+        default: "redis://127.0.0.1:6379/0",
+      },
+      namespace: {
+        doc: "Prefix of every key and of the change channel, so several deployments can share one Redis.",
+        format: "redis-namespace",
+        default: "poprelay",
+      },
+      sentinels: {
+        doc: "Redis Sentinel addresses (HOST:PORT); with them, Sentinel names the master.",
+        format: "host-ports",
+        default: [] as string[],
+      },
+      name: {
+        doc: "The master's name in Sentinel.",
+        format: "one-line",
+        default: "mymaster",
+      },
+      cluster: {
+        doc: "Redis Cluster nodes to start from (HOST:PORT).",
+        format: "host-ports",
+        default: [] as string[],
+      },
+      ca: {
+        doc: "PEM file of the CA that signed Redis' certificate (rediss:// with a private CA). Empty: the system's CAs.",
+        format: "optional-absolute-path",
+        default: "",
+      },
+      timeout: {
+        doc: "How long Redis may take to answer before the instance counts it unreachable.",
+        format: "duration",
+        default: 2,
+      },
+      backlog: {
+        doc: "Logins kept on local disk (in state.directory) while Redis is unreachable, at most.",
+        format: "positive-integer",
+        default: 10000,
+      },
     },
   },
   state: {
@@ -181,10 +250,17 @@ export const schema = {
       default: "/var/lib/poprelay",
     },
   },
+  policy: {
+    listen: {
+      doc: "Postfix policy service for check_policy_service: inet:HOST:PORT or unix:/PATH. Empty: none.",
+      format: "policy-listen",
+      default: "",
+    },
+  },
   map: {
     mta: {
-      doc: "Which MTA reads the map (seed: mailProgram, %m).",
-      format: ["postfix", "sendmail", "exim", "qmail", "plain"],
+      doc: "Which MTA reads the map (seed: mailProgram, %m); none: no map (the policy service answers instead).",
+      format: ["postfix", "sendmail", "exim", "qmail", "plain", "none"],
       default: "postfix",
     },
     file: {

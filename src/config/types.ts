@@ -3,7 +3,7 @@ export interface Config {
   /** Agent profile name (defaults to the instance name). */
   agent: string;
   input: {
-    source: "auto" | "journal" | "file";
+    source: "auto" | "journal" | "file" | "none";
     file: string;
     journal: { matches: string[]; directory: string };
   };
@@ -18,7 +18,8 @@ export interface Config {
     allow: string[];
   };
   relay: { /** Seconds a login may relay. */ period: number };
-  spool: { directory: string };
+  spool: { backend: "file" | "redis"; directory: string; redis: RedisConfig };
+  policy: { /** "" (none), inet:HOST:PORT or unix:/PATH. */ listen: string };
   state: { directory: string };
   map: MapConfig;
 }
@@ -26,7 +27,8 @@ export interface Config {
 export type MtaName = "postfix" | "sendmail" | "exim" | "qmail" | "plain";
 
 export interface MapConfig {
-  mta: MtaName;
+  /** none: no map at all (a host that answers Postfix through the policy service only). */
+  mta: MtaName | "none";
   /** The text map; %r in formats and commands. */
   file: string;
   /** Line template: %i address (in the MTA's key spelling), %m mta, %r map file. Empty: per MTA. */
@@ -38,4 +40,16 @@ export interface MapConfig {
   /** A file of the site's own lines, copied after the generated ones (qmail's static tcprules). */
   static: string;
   restart: { enabled: boolean; command: string };
+}
+
+export interface RedisConfig {
+  url: string;
+  namespace: string;
+  sentinels: string[];
+  name: string;
+  cluster: string[];
+  ca: string;
+  /** Seconds. */
+  timeout: number;
+  backlog: number;
 }

@@ -10,20 +10,24 @@ import { createMatcher } from "../matcher/matcher.js";
 import type { AgentProfile } from "../matcher/profile.js";
 import { FileReader } from "../readers/file.js";
 import { JournalReader } from "../readers/journal.js";
+import { NoReader } from "../readers/none.js";
 import type { Reader } from "../readers/types.js";
 import { RelayState } from "../relay-state.js";
-import { FileSpoolStore } from "../spool/file-store.js";
+import { openSpoolStore } from "../spool/open.js";
+import type { SpoolStore } from "../spool/types.js";
 
 /** What one configuration builds: the stages the daemon wires together. */
 export interface Components {
   config: Config;
   /** Names the state files: the instance, or the agent when there is none. */
   name: string;
-  profile: AgentProfile;
-  match: ReturnType<typeof createMatcher>;
+  /** The agent's profile and matcher; undefined with input.source: none. */
+  profile: AgentProfile | undefined;
+  match: ReturnType<typeof createMatcher> | undefined;
   relay: RelayState;
+  store: SpoolStore;
   reader: Reader;
-  source: "journal" | "file";
+  source: "journal" | "file" | "none";
 }
 
 /** The agent's profile, with the site's match.programs and match.trusted in place of its own. */
@@ -59,7 +63,7 @@ export function journalMatches(profile: AgentProfile, extra: readonly string[]):
 }
 
 /** auto: the journal when journald runs here and its files (or the given directory) can be read. */
-async function chooseSource(config: Config): Promise<"journal" | "file"> {
+async function chooseSource(config: Config): Promise<"journal" | "file" | "none"> {
   if (config.input.source !== "auto") return config.input.source;
   const directories = config.input.journal.directory
     ? [config.input.journal.directory]
@@ -77,28 +81,29 @@ async function chooseSource(config: Config): Promise<"journal" | "file"> {
 
 export async function buildComponents(loaded: LoadedConfig, log: Logger): Promise<Components> {
   const { config } = loaded;
-  const profile = profileFor(config);
-  const match = createMatcher({
-    profile,
-    regex: config.match.regex || undefined,
-    ignore: config.match.ignore,
-    allow: config.match.allow,
-  });
-  const store = new FileSpoolStore({
-    directory: config.spool.directory,
-    legacyPeriod: config.relay.period,
-    log,
-  });
+  const source = await chooseSource(config);
+  // A map-only host reads no log: it needs no agent.
+  const profile = source === "none" ? undefined : profileFor(config);
+  const match =
+    profile &&
+    createMatcher({
+      profile,
+      regex: config.match.regex || undefined,
+      ignore: config.match.ignore,
+      allow: config.match.allow,
+    });
+  const name = loaded.instance || config.agent || "poprelay";
+  const store = openSpoolStore(config, log, name);
   // The database (postmap) is rebuilt after the grant, so a login never waits for the one before.
   const relay = new RelayState(store, config.map, log, Date.now, { deferDatabase: true });
-  const name = loaded.instance || config.agent;
-  const source = await chooseSource(config);
-  const reader: Reader =
-    source === "journal"
+  const stateFile = (suffix: string) => join(config.state.directory, `${name}.${suffix}`);
+  const reader: Reader = !profile
+    ? new NoReader()
+    : source === "journal"
       ? new JournalReader({
           matches: journalMatches(profile, config.input.journal.matches),
           directory: config.input.journal.directory || undefined,
-          stateFile: join(config.state.directory, `${name}.cursor`),
+          stateFile: stateFile("cursor"),
           firstStartSince: config.relay.period,
           log,
           // A site's match.regex sees every entry; a profile only lines with its literal.
@@ -106,8 +111,8 @@ export async function buildComponents(loaded: LoadedConfig, log: Logger): Promis
         })
       : new FileReader({
           path: config.input.file,
-          stateFile: join(config.state.directory, `${name}.position`),
+          stateFile: stateFile("position"),
           log,
         });
-  return { config, name, profile, match, relay, reader, source };
+  return { config, name, profile, match, relay, store, reader, source };
 }

@@ -1,8 +1,11 @@
 import { mkdir } from "node:fs/promises";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { Logger } from "../log.js";
+import { parseListen } from "../policy/listen.js";
+import { PolicyServer } from "../policy/server.js";
 import type { LogEntry } from "../readers/types.js";
 import { MapWriteError, type RelayChange } from "../relay-state.js";
+import { findEntry } from "../spool/order.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { buildComponents, type Components } from "./components.js";
 import { monotonicUsec, type Notifier } from "./notify.js";
@@ -48,6 +51,12 @@ export class Daemon {
   private statusTimer: NodeJS.Timeout | undefined;
   private statusCheck: NodeJS.Timeout | undefined;
   private lastStatus = "";
+  /** The map's entries as of the last change, in address order: the policy service's answers. */
+  private live: SpoolEntry[] = [];
+  private policy: { listen: string; server: PolicyServer } | undefined;
+  private unwatch: (() => void) | undefined;
+  /** A refresh after a change elsewhere is running; `again`: another change came meanwhile. */
+  private refreshing: { again: boolean } | undefined;
   // Start, reload and stop run one at a time, in the order they were asked for.
   private lifecycle: Promise<unknown> = Promise.resolve();
 
@@ -61,7 +70,15 @@ export class Daemon {
   start(): Promise<void> {
     return this.serial(async () => {
       const loaded = await loadConfig(this.options.configDir, this.options.instance);
-      await this.bring(await buildComponents(loaded, this.options.log));
+      const components = await buildComponents(loaded, this.options.log);
+      try {
+        await this.listenForPolicy(components);
+        await this.bring(components);
+      } catch (error) {
+        await this.policy?.server.stop();
+        await components.store.close();
+        throw error;
+      }
       this.startWatchdog();
       this.options.notifier.send({ READY: "1", STATUS: this.status() });
       // Readers change state on their own (journalctl restarting, a file rotated): STATUS follows.
@@ -82,6 +99,12 @@ export class Daemon {
       try {
         const loaded = await loadConfig(this.options.configDir, this.options.instance);
         next = await buildComponents(loaded, log);
+        try {
+          await this.listenForPolicy(next);
+        } catch (error) {
+          await next.store.close();
+          throw error;
+        }
       } catch (error) {
         const reason =
           error instanceof ConfigError ? error.problems.join("; ") : (error as Error).message;
@@ -90,10 +113,12 @@ export class Daemon {
         notifier.send({ READY: "1", STATUS: this.status() });
         return;
       }
-      await this.current?.reader.stop();
-      await this.current?.relay.settled();
+      const previous = this.current;
+      await previous?.reader.stop();
+      await previous?.relay.settled();
       this.counts.reloadError = undefined;
       await this.bring(next);
+      await previous?.store.close();
       log.notice(`reloaded the configuration from ${this.options.configDir}`);
       notifier.send({ READY: "1", STATUS: this.status() });
     });
@@ -106,6 +131,9 @@ export class Daemon {
       await this.current?.reader.stop();
       // A database build under way finishes, so the database matches the text when we exit.
       await this.current?.relay.settled();
+      this.unwatch?.();
+      await this.policy?.server.stop();
+      await this.current?.store.close();
       this.expiry.cancel();
       for (const timer of [this.mapRetry, this.watchdog, this.statusTimer, this.statusCheck])
         clearTimeout(timer);
@@ -122,7 +150,15 @@ export class Daemon {
     ];
     if (c.last)
       parts.push(`last ${c.last.user} from ${c.last.ip} at ${new Date(c.last.time).toISOString()}`);
-    if (this.current) parts.push(this.current.reader.status());
+    if (this.current) {
+      parts.push(this.current.reader.status());
+      const store = this.current.store.status();
+      if (store) parts.push(store);
+    }
+    if (this.policy) {
+      const p = this.policy.server.stats();
+      parts.push(`policy: ${p.ok} OK, ${p.dunno} DUNNO, ${p.connections} connections`);
+    }
     if (c.mapError) parts.push(`DEGRADED: map not written: ${c.mapError}`);
     if (c.reloadError) parts.push(`reload failed: ${c.reloadError}`);
     return parts.join("; ");
@@ -138,24 +174,73 @@ export class Daemon {
   private async bring(next: Components): Promise<void> {
     const { config } = next;
     await mkdir(config.state.directory, { recursive: true, mode: 0o750 });
+    // Shared state: wait (spool.redis.timeout at most) to know it, else start degraded.
+    await next.store.opened();
+    this.unwatch?.();
     this.current = next;
     // READY=1 follows: the map and its database are both in place by then.
     await this.change(() => next.relay.expire(), true);
+    this.unwatch = next.store.watch(() => this.refresh());
+    const map = config.map.mta === "none" ? "no map" : `${config.map.mta} map ${config.map.file}`;
     this.options.log.notice(
-      `${next.name}: agent ${next.profile.name}, ${next.source} input, ${config.map.mta} map ${config.map.file}, relay period ${config.relay.period} s`,
+      `${next.name}: agent ${next.profile?.name ?? "none"}, ${next.source} input, ${config.spool.backend} spool, ${map}, relay period ${config.relay.period} s`,
     );
     await next.reader.start((entries) => this.consume(next, entries));
+  }
+
+  /**
+   * policy.listen as the configuration `next` says: the running server is kept when the address
+   * is the same (Postfix's connections stay), replaced when it changed, stopped when unset.
+   */
+  private async listenForPolicy(next: Components): Promise<void> {
+    const listen = next.config.policy.listen;
+    if (this.policy?.listen === listen) return;
+    const previous = this.policy;
+    if (listen !== "") {
+      const server = new PolicyServer({
+        listen: parseListen(listen),
+        lookup: (ip) => (findEntry(this.live, ip)?.expires ?? 0) > Date.now(),
+        log: this.options.log,
+      });
+      await server.start();
+      this.policy = { listen, server };
+    } else {
+      this.policy = undefined;
+    }
+    await previous?.server.stop();
+  }
+
+  /** The spool changed elsewhere (another host, `poprelay add`): the map follows, coalesced. */
+  private refresh(): void {
+    if (this.refreshing) {
+      this.refreshing.again = true;
+      return;
+    }
+    const current = this.current;
+    if (!current) return;
+    const refreshing = { again: false };
+    this.refreshing = refreshing;
+    this.change(() => current.relay.refresh())
+      .catch((error: Error) =>
+        this.options.log.error(`following the spool failed: ${error.message}`),
+      )
+      .finally(() => {
+        this.refreshing = undefined;
+        if (refreshing.again) this.refresh();
+      });
   }
 
   /** The reader's sink: one batch of entries, in log order. */
   private async consume(components: Components, entries: LogEntry[]): Promise<boolean> {
     const { log } = this.options;
+    const match = components.match;
+    if (!match) return false;
     const now = new Date();
     const period = components.config.relay.period * 1000;
     const grants: SpoolEntry[] = [];
     for (const entry of entries) {
       this.counts.lines++;
-      const verdict = components.match(entry, now);
+      const verdict = match(entry, now);
       if (!verdict.accepted) {
         this.counts.rejected[verdict.reason] = (this.counts.rejected[verdict.reason] ?? 0) + 1;
         if (SUSPICIOUS.has(verdict.reason))
@@ -236,7 +321,8 @@ export class Daemon {
   }
 
   private applied(change: RelayChange<unknown>): void {
-    this.counts.live = change.live;
+    this.counts.live = change.live.length;
+    this.live = change.live;
     // With a database still to build, its outcome says whether the map is whole again.
     if (!change.database && this.counts.mapError) {
       this.options.log.notice("the map is written again");

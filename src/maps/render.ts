@@ -1,6 +1,6 @@
 /** The whole text of a relay map, from spool entries. Pure: no I/O. */
 import { type CanonicalIp, canonicalIp } from "../address/ip.js";
-import { addressOrderKey } from "../spool/file-store.js";
+import { addressOrderKey } from "../spool/order.js";
 import type { SpoolEntry } from "../spool/types.js";
 import type { ResolvedMap } from "./resolve.js";
 import { compileTemplate } from "./template.js";

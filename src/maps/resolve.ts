@@ -36,6 +36,7 @@ export interface ResolvedMap {
 
 /** Effective settings for a map config. Assumes validateMapConfig found no problem. */
 export function resolveMap(config: MapConfig): ResolvedMap {
+  if (config.mta === "none") throw new Error("map.mta is none: there is no map to write");
   const spec = MTAS[config.mta];
   const type = config.type || spec.defaultType;
   const database = spec.types[type] ?? null;
@@ -64,6 +65,7 @@ const CONTROL = /[\0\r\n]/;
 /** Problems in map.*, each as "map.KEY: reason"; empty when the config can be used. */
 export function validateMapConfig(config: MapConfig): string[] {
   const problems: string[] = [];
+  if (config.mta === "none") return problems;
   if (!isMtaName(config.mta)) {
     return [`map.mta: ${JSON.stringify(config.mta)}: unknown (use ${list(MTA_NAMES)})`];
   }

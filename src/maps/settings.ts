@@ -29,7 +29,7 @@ export class MapConfigError extends Error {
  */
 export async function mapToolProblems(config: MapConfig): Promise<string[]> {
   const invalid = validateMapConfig(config);
-  if (invalid.length > 0) return invalid;
+  if (invalid.length > 0 || config.mta === "none") return invalid;
   const resolved = resolveMap(config);
   const problems: string[] = [];
   // A site's own command may be a shell script: only a default one says which program it runs.

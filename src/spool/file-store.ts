@@ -1,12 +1,32 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync, readSync, statSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  type FSWatcher,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  statSync,
+  watch,
+  writeSync,
+} from "node:fs";
 import { mkdir, readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { InvalidIpError, isCanonicalIp } from "../address/ip.js";
+import { isCanonicalIp } from "../address/ip.js";
 import { syncDirectory, writeFileAtomic } from "../fs/atomic.js";
 import { processAlive } from "../fs/pid.js";
 import type { Logger } from "../log.js";
+import {
+  assertKey,
+  latestPerIp,
+  parseEntry,
+  sanitizeEntry,
+  sanitizeUser,
+  serializeEntry,
+  supersedes,
+} from "./entry.js";
 import { FileLock } from "./lock.js";
+import { SortedEntries, sortEntries } from "./order.js";
 import type { SpoolEntry, SpoolStore } from "./types.js";
 
 export interface FileSpoolOptions {
@@ -16,17 +36,9 @@ export interface FileSpoolOptions {
   log: Logger;
 }
 
-// User names come from log lines: keep them printable and short in the spool.
-const MAX_USER_LENGTH = 256;
-const CONTROL = /[\p{Cc}\p{Cf}]/gu;
 const TEMP_FILE = /^\.(.+)\.(\d+)\.[0-9a-f]+\.tmp$/;
 /** The generation written into the lock file by every change: "g" and 32 hex digits. */
 const GENERATION_BYTES = 33;
-
-/** Makes a user name safe to store and print: no control characters, bounded length. */
-export function sanitizeUser(user: string): string {
-  return user.replace(CONTROL, "?").slice(0, MAX_USER_LENGTH);
-}
 
 /**
  * The spool as Mail::POPRelay kept it: one file per address in one directory, the file named
@@ -39,14 +51,14 @@ export class FileSpoolStore implements SpoolStore {
    * The spool as this process last saw it under the lock, by address, and sorted as list()
    * returns it; undefined until read, and whenever another writer may have changed it.
    */
-  private cache: Map<string, SpoolEntry> | undefined;
-  private sorted: SpoolEntry[] | undefined;
+  private cache: SortedEntries | undefined;
   /** What the cache was valid for: the lock file's generation and the directory's stat. */
   private stamp: string | undefined;
   /** Set while this process holds the lock: only then is the cache used. */
   private held = false;
   /** A change was made under the current hold: the generation moves on at its end. */
   private changed = false;
+  private readonly watchers = new Set<FSWatcher>();
 
   constructor(private readonly options: FileSpoolOptions) {
     this.lock = new FileLock(join(options.directory, ".lock"));
@@ -92,6 +104,43 @@ export class FileSpoolStore implements SpoolStore {
     );
   }
 
+  known(): boolean {
+    return true;
+  }
+
+  opened(): Promise<void> {
+    return this.prepare();
+  }
+
+  /**
+   * inotify on the spool directory: `poprelay add`, the cleanup timer and an admin's `rm` all
+   * change a file there (and every poprelay writer the lock file's generation).
+   */
+  watch(listener: () => void): () => void {
+    mkdirSync(this.options.directory, { recursive: true, mode: 0o750 });
+    // This process' own changes come back too: the stamp it left tells them apart.
+    const watcher = watch(this.options.directory, { persistent: false }, () => {
+      if (this.stamp === undefined || this.stamp !== this.peekStamp()) listener();
+    });
+    watcher.on("error", (error) =>
+      this.options.log.warning(`spool ${this.options.directory}: watch failed: ${error.message}`),
+    );
+    this.watchers.add(watcher);
+    return () => {
+      watcher.close();
+      this.watchers.delete(watcher);
+    };
+  }
+
+  status(): string {
+    return "";
+  }
+
+  async close(): Promise<void> {
+    for (const watcher of this.watchers) watcher.close();
+    this.watchers.clear();
+  }
+
   async put(entries: readonly SpoolEntry[]): Promise<SpoolEntry[]> {
     for (const entry of entries) assertKey(entry.ip);
     await this.prepare();
@@ -100,10 +149,10 @@ export class FileSpoolStore implements SpoolStore {
     for (const entry of latestPerIp(entries)) {
       const current = cache ? cache.get(entry.ip) : await this.read(entry.ip);
       if (current && !supersedes(entry, current)) continue;
-      const stored = { ...entry, user: sanitizeUser(entry.user), agent: sanitizeUser(entry.agent) };
+      const stored = sanitizeEntry(entry);
       this.changed = true;
-      await writeFileAtomic(this.path(entry.ip), serialize(stored), 0o640);
-      if (cache) this.remember(stored);
+      await writeFileAtomic(this.path(entry.ip), `${serializeEntry(stored)}\n`, 0o640);
+      cache?.set(stored);
       changed.push(stored);
     }
     if (changed.length > 0) await syncDirectory(this.options.directory);
@@ -118,7 +167,7 @@ export class FileSpoolStore implements SpoolStore {
     for (const ip of new Set(ips)) {
       this.changed = true;
       if (await unlinkIfPresent(this.path(ip))) removed.push(ip);
-      if (cache) this.drop(ip);
+      cache?.delete(ip);
     }
     if (removed.length > 0) await syncDirectory(this.options.directory);
     return removed;
@@ -136,10 +185,7 @@ export class FileSpoolStore implements SpoolStore {
 
   async list(): Promise<SpoolEntry[]> {
     await this.prepare();
-    if (this.held && this.cache) {
-      this.sorted ??= sortEntries([...this.cache.values()]);
-      return [...this.sorted];
-    }
+    if (this.held && this.cache) return this.cache.list();
     const names = await readdir(this.options.directory);
     const entries: SpoolEntry[] = [];
     for (const name of names) {
@@ -153,13 +199,9 @@ export class FileSpoolStore implements SpoolStore {
       const entry = this.readSync(name);
       if (entry) entries.push(entry);
     }
-    const sorted = sortEntries(entries);
-    if (this.held) {
-      this.cache = new Map(sorted.map((e) => [e.ip, e]));
-      this.sorted = sorted;
-      return [...sorted];
-    }
-    return sorted;
+    if (!this.held) return sortEntries(entries);
+    this.cache = new SortedEntries(entries);
+    return this.cache.list();
   }
 
   private path(ip: string): string {
@@ -174,6 +216,20 @@ export class FileSpoolStore implements SpoolStore {
     return `${buffer.toString("latin1", 0, length)} ${st}`;
   }
 
+  /** currentStamp() without the lock: whether anyone changed the spool since this process. */
+  private peekStamp(): string | undefined {
+    try {
+      const fd = openSync(join(this.options.directory, ".lock"), "r");
+      try {
+        return this.currentStamp(fd);
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return undefined;
+    }
+  }
+
   private directoryStat(): string {
     const st = statSync(this.options.directory, { bigint: true });
     return `${st.dev}:${st.ino}:${st.mtimeNs}:${st.ctimeNs}`;
@@ -181,28 +237,7 @@ export class FileSpoolStore implements SpoolStore {
 
   private forget(): void {
     this.cache = undefined;
-    this.sorted = undefined;
     this.stamp = undefined;
-  }
-
-  private remember(entry: SpoolEntry): void {
-    const cache = this.cache;
-    if (!cache) return;
-    const had = cache.has(entry.ip);
-    cache.set(entry.ip, entry);
-    const sorted = this.sorted;
-    if (!sorted) return;
-    const at = searchSorted(sorted, entry.ip);
-    if (had && sorted[at]?.ip === entry.ip) sorted[at] = entry;
-    else sorted.splice(at, 0, entry);
-  }
-
-  private drop(ip: string): void {
-    if (!this.cache?.delete(ip)) return;
-    const sorted = this.sorted;
-    if (!sorted) return;
-    const at = searchSorted(sorted, ip);
-    if (sorted[at]?.ip === ip) sorted.splice(at, 1);
   }
 
   private prepare(): Promise<void> {
@@ -229,7 +264,7 @@ export class FileSpoolStore implements SpoolStore {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw error;
     }
-    return parse(ip, text) ?? this.legacy(ip, text, (await stat(path)).mtimeMs);
+    return parseEntry(ip, text) ?? this.legacy(ip, text, (await stat(path)).mtimeMs);
   }
 
   /**
@@ -246,7 +281,7 @@ export class FileSpoolStore implements SpoolStore {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw error;
     }
-    return parse(ip, text) ?? this.legacy(ip, text, statSync(path).mtimeMs);
+    return parseEntry(ip, text) ?? this.legacy(ip, text, statSync(path).mtimeMs);
   }
 
   /** Mail::POPRelay's files: the user name, dated by the file's mtime. */
@@ -256,104 +291,6 @@ export class FileSpoolStore implements SpoolStore {
     this.options.log.debug(`spool ${this.path(ip)}: legacy entry, dated by its mtime`);
     return { ip, user, agent: "legacy", login, expires: login + this.options.legacyPeriod * 1000 };
   }
-}
-
-/**
- * compareIps' order (numeric, IPv4 first) as a string: family digit, then the address in
- * fixed-width hex. Computed once per entry: compareIps parses both addresses per comparison.
- */
-export function addressOrderKey(ip: string): string {
-  if (!ip.includes(":")) {
-    let key = "4";
-    for (const octet of ip.split(".")) key += Number(octet).toString(16).padStart(2, "0");
-    return key;
-  }
-  const [head = "", tail] = ip.split("::");
-  const groups = (text: string) => (text === "" ? [] : text.split(":"));
-  const left = groups(head);
-  const right = tail === undefined ? [] : groups(tail);
-  const zeros = Array<string>(8 - left.length - right.length).fill("0");
-  return `6${[...left, ...zeros, ...right].map((group) => group.padStart(4, "0")).join("")}`;
-}
-
-const orderKeys = new Map<string, string>();
-
-/** addressOrderKey, remembered for the addresses a process keeps seeing. */
-function orderKey(ip: string): string {
-  let key = orderKeys.get(ip);
-  if (key === undefined) {
-    if (orderKeys.size >= 1_000_000) orderKeys.clear();
-    key = addressOrderKey(ip);
-    orderKeys.set(ip, key);
-  }
-  return key;
-}
-
-function sortEntries(entries: SpoolEntry[]): SpoolEntry[] {
-  const keyed = entries.map((entry) => ({ entry, key: orderKey(entry.ip) }));
-  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return keyed.map(({ entry }) => entry);
-}
-
-/** Where `ip` is, or would go, in entries sorted by address. */
-function searchSorted(sorted: readonly SpoolEntry[], ip: string): number {
-  const key = orderKey(ip);
-  let low = 0;
-  let high = sorted.length;
-  while (low < high) {
-    const mid = (low + high) >>> 1;
-    if (orderKey((sorted[mid] as SpoolEntry).ip) < key) low = mid + 1;
-    else high = mid;
-  }
-  return low;
-}
-
-function assertKey(ip: string): void {
-  if (!isCanonicalIp(ip)) throw new InvalidIpError(ip, "spool keys must be canonical addresses");
-}
-
-/** One entry per address within a batch: the one that would win anyway. */
-function latestPerIp(entries: readonly SpoolEntry[]): SpoolEntry[] {
-  const byIp = new Map<string, SpoolEntry>();
-  for (const entry of entries) {
-    const current = byIp.get(entry.ip);
-    if (!current || supersedes(entry, current)) byIp.set(entry.ip, entry);
-  }
-  return [...byIp.values()];
-}
-
-/** A replayed or older login never shortens an entry; a new login refreshes it. */
-function supersedes(next: SpoolEntry, current: SpoolEntry): boolean {
-  return (
-    next.login > current.login || (next.login === current.login && next.expires > current.expires)
-  );
-}
-
-function serialize(entry: SpoolEntry): string {
-  const { user, agent, login, expires } = entry;
-  return `${JSON.stringify({ user, agent, login: new Date(login).toISOString(), expires: new Date(expires).toISOString() })}\n`;
-}
-
-function parse(ip: string, text: string): SpoolEntry | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null) return undefined;
-  const { user, agent, login, expires } = value as Record<string, unknown>;
-  const loginMs = typeof login === "string" ? Date.parse(login) : Number.NaN;
-  const expiresMs = typeof expires === "string" ? Date.parse(expires) : Number.NaN;
-  if (
-    typeof user !== "string" ||
-    typeof agent !== "string" ||
-    Number.isNaN(loginMs) ||
-    Number.isNaN(expiresMs)
-  ) {
-    return undefined;
-  }
-  return { ip, user, agent, login: loginMs, expires: expiresMs };
 }
 
 async function unlinkIfPresent(path: string): Promise<boolean> {

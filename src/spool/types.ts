@@ -30,4 +30,17 @@ export interface SpoolStore {
    * The lock dies with its holder, so a killed process never blocks the others.
    */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * False while the store cannot tell what it holds (Redis unreachable since this process
+   * started): the map is then left as it is, neither emptied nor rebuilt from a guess.
+   */
+  known(): boolean;
+  /** Resolves once the store knows what it holds, or has waited as long as it may for that. */
+  opened(): Promise<void>;
+  /** Calls `listener` when entries may have changed outside this process; returns a stop. */
+  watch(listener: () => void): () => void;
+  /** One line for STATUS when the store has something to say (Redis' connection), or "". */
+  status(): string;
+  /** Lets go of connections and watches. */
+  close(): Promise<void>;
 }

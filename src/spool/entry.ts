@@ -1,0 +1,89 @@
+/**
+ * What every spool backend agrees on about an entry: its key, how it is stored (one JSON
+ * object, the same in a spool file and in Redis), and which of two logins wins.
+ */
+import { InvalidIpError, isCanonicalIp } from "../address/ip.js";
+import type { SpoolEntry } from "./types.js";
+
+// User names come from log lines: keep them printable and short in the spool.
+const MAX_USER_LENGTH = 256;
+const CONTROL = /[\p{Cc}\p{Cf}]/gu;
+
+/** Makes a user name safe to store and print: no control characters, bounded length. */
+export function sanitizeUser(user: string): string {
+  return user.replace(CONTROL, "?").slice(0, MAX_USER_LENGTH);
+}
+
+/** The entry as it is stored: user and agent made safe. */
+export function sanitizeEntry(entry: SpoolEntry): SpoolEntry {
+  return { ...entry, user: sanitizeUser(entry.user), agent: sanitizeUser(entry.agent) };
+}
+
+export function assertKey(ip: string): void {
+  if (!isCanonicalIp(ip)) throw new InvalidIpError(ip, "spool keys must be canonical addresses");
+}
+
+/** One entry per address within a batch: the one that would win anyway. */
+export function latestPerIp(entries: readonly SpoolEntry[]): SpoolEntry[] {
+  const byIp = new Map<string, SpoolEntry>();
+  for (const entry of entries) {
+    const current = byIp.get(entry.ip);
+    if (!current || supersedes(entry, current)) byIp.set(entry.ip, entry);
+  }
+  return [...byIp.values()];
+}
+
+/** A replayed or older login never shortens an entry; a new login refreshes it. */
+export function supersedes(next: SpoolEntry, current: SpoolEntry): boolean {
+  return (
+    next.login > current.login || (next.login === current.login && next.expires > current.expires)
+  );
+}
+
+/**
+ * The stored form, without the address (the key holds it). Times are ISO 8601 in UTC, which
+ * sort as strings in time order: Redis' scripts compare them so.
+ */
+export function serializeEntry(entry: SpoolEntry): string {
+  const { user, agent, login, expires } = entry;
+  return JSON.stringify({
+    user,
+    agent,
+    login: new Date(login).toISOString(),
+    expires: new Date(expires).toISOString(),
+  });
+}
+
+/** The stored form read back; undefined when it is not one (Mail::POPRelay's files, damage). */
+export function parseEntry(ip: string, text: string): SpoolEntry | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  return entryFromRecord(ip, value);
+}
+
+/** An entry from a decoded stored form; undefined unless every field has its type. */
+export function entryFromRecord(ip: string, value: unknown): SpoolEntry | undefined {
+  if (typeof value !== "object" || value === null || !isCanonicalIp(ip)) return undefined;
+  const { user, agent, login, expires } = value as Record<string, unknown>;
+  const loginMs = typeof login === "string" ? Date.parse(login) : Number.NaN;
+  const expiresMs = typeof expires === "string" ? Date.parse(expires) : Number.NaN;
+  if (
+    typeof user !== "string" ||
+    typeof agent !== "string" ||
+    Number.isNaN(loginMs) ||
+    Number.isNaN(expiresMs)
+  ) {
+    return undefined;
+  }
+  return {
+    ip,
+    user: sanitizeUser(user),
+    agent: sanitizeUser(agent),
+    login: loginMs,
+    expires: expiresMs,
+  };
+}

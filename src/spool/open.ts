@@ -1,0 +1,35 @@
+import { join } from "node:path";
+import type { Config } from "../config/types.js";
+import type { Logger } from "../log.js";
+import { FileSpoolStore } from "./file-store.js";
+import { FileLock } from "./lock.js";
+import { RedisSpoolStore } from "./redis/store.js";
+import type { SpoolStore } from "./types.js";
+
+/**
+ * The configured backend. `follower` (the daemon, with its instance's name) follows Redis'
+ * change feed and keeps logins on disk while Redis is unreachable; the command line asks
+ * Redis directly.
+ */
+export function openSpoolStore(config: Config, log: Logger, follower?: string): SpoolStore {
+  const legacyPeriod = config.relay.period;
+  if (config.spool.backend === "file")
+    return new FileSpoolStore({ directory: config.spool.directory, legacyPeriod, log });
+  return new RedisSpoolStore({
+    redis: config.spool.redis,
+    // Redis keeps the entries; the lock serializes this host's writers of this map.
+    lock: new FileLock(`${config.map.file}.lock`),
+    log,
+    follow:
+      follower === undefined
+        ? undefined
+        : {
+            store: new FileSpoolStore({
+              directory: join(config.state.directory, `${follower}.backlog`),
+              legacyPeriod,
+              log,
+            }),
+            limit: config.spool.redis.backlog,
+          },
+  });
+}

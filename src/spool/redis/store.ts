@@ -1,0 +1,513 @@
+import type { RedisConfig } from "../../config/types.js";
+import type { Logger } from "../../log.js";
+import {
+  assertKey,
+  entryFromRecord,
+  latestPerIp,
+  sanitizeEntry,
+  serializeEntry,
+} from "../entry.js";
+import type { FileSpoolStore } from "../file-store.js";
+import type { FileLock } from "../lock.js";
+import { SortedEntries, sortEntries } from "../order.js";
+import type { SpoolEntry, SpoolStore } from "../types.js";
+import { connectRedis, describeRedis, type RedisClient } from "./connect.js";
+import { type FeedMessage, parseFeedMessage } from "./feed.js";
+import { PUT, REMOVE } from "./scripts.js";
+
+/** Logins the daemon keeps on local disk while Redis cannot be reached. */
+export interface Backlog {
+  store: FileSpoolStore;
+  /** At most this many addresses. */
+  limit: number;
+}
+
+export interface RedisSpoolOptions {
+  redis: RedisConfig;
+  /** Serializes this host's map writes: Redis keeps the entries, each host its own map. */
+  lock: FileLock;
+  log: Logger;
+  /**
+   * Follow the change feed and keep every entry in memory (the daemon): list() answers from
+   * memory, and a login made while Redis is unreachable goes to the backlog. Without it, every
+   * call asks Redis (the command line).
+   */
+  follow?: Backlog;
+}
+
+interface Scripts {
+  poprelayPut(keys: number, ...args: (string | number)[]): Promise<(string | number)[]>;
+  poprelayRemove(keys: number, ...args: string[]): Promise<(string | number)[]>;
+}
+
+const CHUNK = 1000;
+// After a failed resync while connected (a script error, a timeout), try again this often.
+const RESYNC_RETRY_MS = 1000;
+
+/**
+ * The spool in Redis, shared by every host of a deployment: one key per address that expires
+ * by itself with the entry, an index of addresses by expiry, a version counter and a change
+ * channel, all under the namespace's hash tag.
+ *
+ * A follower (the daemon) holds the whole state in memory at a known version: a full read at
+ * every (re)connection, then the changes from the channel in version order; a missed version
+ * means a full read again. Its own changes return once the channel has brought them back, so
+ * list() always shows Redis' state at one version, never a local guess. While Redis is
+ * unreachable the follower keeps what it knew (entries still expire on time, through
+ * removeExpired), and new logins wait in the on-disk backlog until Redis answers again.
+ */
+export class RedisSpoolStore implements SpoolStore {
+  private readonly client: RedisClient;
+  private readonly subscriber: RedisClient | undefined;
+  private readonly keys: { version: string; index: string; channel: string; entry: string };
+  private readonly where: string;
+  private state: SortedEntries | undefined;
+  private version = 0;
+  /** Changes that arrived during a full read, applied after it. */
+  private buffered: FeedMessage[] | undefined;
+  private resyncing: Promise<void> | undefined;
+  private resyncAgain = false;
+  private retry: NodeJS.Timeout | undefined;
+  private waiters: { version: number; resolve: () => void }[] = [];
+  private readonly listeners = new Set<() => void>();
+  private firstSync: { promise: Promise<void>; resolve: () => void };
+  /** Why Redis is unreachable, and since when; undefined while all is well. */
+  private outage: { since: number; reason: string } | undefined;
+  /** The addresses in the backlog. */
+  private readonly waiting = new Set<string>();
+  /** The last connection error, for the command line's messages. */
+  private lastError: string | undefined;
+  private closed = false;
+
+  constructor(private readonly options: RedisSpoolOptions) {
+    const { redis } = options;
+    const tag = `{${redis.namespace}}`;
+    this.keys = {
+      version: `${tag}:version`,
+      index: `${tag}:index`,
+      channel: `${tag}:changes`,
+      entry: `${tag}:entry:`,
+    };
+    this.where = describeRedis(redis);
+    this.client = connectRedis(redis, { reconnect: options.follow !== undefined });
+    this.client.defineCommand("poprelayPut", { lua: PUT });
+    this.client.defineCommand("poprelayRemove", { lua: REMOVE });
+    let resolve = () => {};
+    const promise = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.firstSync = { promise, resolve };
+    this.client.on("error", (error: Error) => {
+      this.lastError = error.message;
+      this.unreachable(error.message);
+    });
+    if (options.follow) {
+      const subscriber = connectRedis(redis, { reconnect: true });
+      this.subscriber = subscriber;
+      subscriber.on("error", (error: Error) => this.unreachable(error.message));
+      subscriber.on("message", (_channel: string, text: string) => this.received(text));
+      // Every (re)connection: subscribe again (ioredis does), then read everything.
+      for (const client of [this.client, subscriber]) {
+        client.on("ready", () => this.resync());
+        client.on("close", () => this.unreachable("connection closed"));
+      }
+      subscriber.subscribe(this.keys.channel).catch((error: Error) => {
+        this.unreachable(error.message);
+      });
+      void this.countBacklog(options.follow);
+    }
+  }
+
+  /** Resolves once the state was read from Redis, or after spool.redis.timeout. */
+  async opened(): Promise<void> {
+    if (!this.options.follow) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.options.redis.timeout * 1000);
+    });
+    await Promise.race([this.firstSync.promise, timeout]);
+    clearTimeout(timer);
+  }
+
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.options.lock.run(() => fn());
+  }
+
+  known(): boolean {
+    return !this.options.follow || this.state !== undefined;
+  }
+
+  watch(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  status(): string {
+    if (!this.options.follow) return "";
+    const waiting = this.waiting.size > 0 ? `; ${this.waiting.size} logins waiting on disk` : "";
+    if (this.outage) {
+      const since = new Date(this.outage.since).toISOString();
+      return `DEGRADED: ${this.where} unreachable since ${since} (${this.outage.reason})${waiting}`;
+    }
+    if (!this.state) return `${this.where}: connecting${waiting}`;
+    return `${this.where}: version ${this.version}${waiting}`;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
+    for (const client of [this.client, this.subscriber]) client?.disconnect();
+    for (const waiter of this.waiters.splice(0)) waiter.resolve();
+  }
+
+  async put(entries: readonly SpoolEntry[]): Promise<SpoolEntry[]> {
+    for (const entry of entries) assertKey(entry.ip);
+    const batch = latestPerIp(entries).map(sanitizeEntry);
+    if (batch.length === 0) return [];
+    const follow = this.options.follow;
+    if (follow && (this.outage || !this.state)) return this.toBacklog(follow, batch);
+    try {
+      const byIp = new Map(batch.map((e) => [e.ip, e]));
+      const changed: SpoolEntry[] = [];
+      for (let i = 0; i < batch.length; i += CHUNK) {
+        const { version, ips } = await this.putRemote(batch.slice(i, i + CHUNK));
+        await this.caughtUp(version);
+        for (const ip of ips) {
+          const entry = byIp.get(ip);
+          if (entry) changed.push(entry);
+        }
+      }
+      return changed;
+    } catch (error) {
+      if (!follow || isScriptError(error)) throw this.failure(error);
+      this.unreachable((error as Error).message);
+      return this.toBacklog(follow, batch);
+    }
+  }
+
+  async remove(ips: readonly string[]): Promise<string[]> {
+    for (const ip of ips) assertKey(ip);
+    const unique = [...new Set(ips)];
+    const removed: string[] = [];
+    try {
+      for (let i = 0; i < unique.length; i += CHUNK) {
+        const chunk = unique.slice(i, i + CHUNK);
+        const reply = await this.scripts().poprelayRemove(
+          chunk.length + 2,
+          this.keys.version,
+          this.keys.index,
+          ...chunk.map((ip) => this.keys.entry + ip),
+          this.keys.channel,
+          ...chunk,
+        );
+        await this.caughtUp(Number(reply[0]));
+        removed.push(...reply.slice(1).map(String));
+      }
+    } catch (error) {
+      throw this.failure(error);
+    }
+    return removed;
+  }
+
+  async removeExpired(now: number): Promise<SpoolEntry[]> {
+    // Redis drops the entries' keys by itself; only the index is left to tidy.
+    const tidy = async () => {
+      await this.client.zremrangebyscore(this.keys.index, "-inf", now);
+    };
+    if (this.options.follow) {
+      const state = this.state;
+      if (!state) return [];
+      const expired = state.list().filter((e) => e.expires <= now);
+      for (const entry of expired) state.delete(entry.ip);
+      if (!this.outage) await tidy().catch((e: Error) => this.unreachable(e.message));
+      return expired;
+    }
+    try {
+      const scored = await this.client.zrangebyscore(this.keys.index, "-inf", now, "WITHSCORES");
+      const ips: string[] = [];
+      const expiries: number[] = [];
+      for (let i = 0; i < scored.length; i += 2) {
+        ips.push(scored[i] ?? "");
+        expiries.push(Number(scored[i + 1]));
+      }
+      const found = await this.read(ips);
+      await tidy();
+      // Keys Redis already dropped: the address and its expiry are all that is left.
+      return ips.map(
+        (ip, i) =>
+          found.get(ip) ?? { ip, user: "", agent: "", login: 0, expires: expiries[i] ?? now },
+      );
+    } catch (error) {
+      throw this.failure(error);
+    }
+  }
+
+  async wipe(): Promise<number> {
+    let ips: string[];
+    try {
+      ips = await this.client.zrange(this.keys.index, "0", "-1");
+    } catch (error) {
+      throw this.failure(error);
+    }
+    return (await this.remove(ips)).length;
+  }
+
+  async list(): Promise<SpoolEntry[]> {
+    if (this.state) return this.state.list();
+    if (this.options.follow) return [];
+    try {
+      return sortEntries((await this.snapshot(Date.now())).entries);
+    } catch (error) {
+      throw this.failure(error);
+    }
+  }
+
+  private scripts(): Scripts {
+    return this.client as unknown as Scripts;
+  }
+
+  private async putRemote(batch: SpoolEntry[]): Promise<{ version: number; ips: string[] }> {
+    const args: (string | number)[] = [];
+    for (const entry of batch) args.push(entry.ip, serializeEntry(entry), entry.expires);
+    const reply = await this.scripts().poprelayPut(
+      batch.length + 2,
+      this.keys.version,
+      this.keys.index,
+      ...batch.map((e) => this.keys.entry + e.ip),
+      this.keys.channel,
+      ...args,
+    );
+    return { version: Number(reply[0]), ips: reply.slice(1).map(String) };
+  }
+
+  /**
+   * A follower's own change is in list() once the channel brought it back. When it does not
+   * come in time (the subscription dropped), a full read will bring it.
+   */
+  private caughtUp(version: number): Promise<void> {
+    if (!this.options.follow || this.version >= version || this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiter = { version, resolve };
+      this.waiters.push(waiter);
+      setTimeout(() => {
+        if (!this.waiters.includes(waiter)) return;
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        this.options.log.warning(
+          `${this.where}: change ${version} did not come back on ${this.keys.channel}; reading everything again`,
+        );
+        this.resync();
+        resolve();
+      }, this.options.redis.timeout * 1000);
+    });
+  }
+
+  /** Every live entry, with the version they are at. */
+  private async snapshot(now: number): Promise<{ version: number; entries: SpoolEntry[] }> {
+    const result = await this.client
+      .multi()
+      .get(this.keys.version)
+      .zrangebyscore(this.keys.index, `(${now}`, "+inf")
+      .exec();
+    if (!result) throw new Error("the read was aborted");
+    for (const [error] of result) if (error) throw error;
+    const version = Number(result[0]?.[1] ?? 0) || 0;
+    const ips = (result[1]?.[1] as string[] | undefined) ?? [];
+    const found = await this.read(ips);
+    return { version, entries: [...found.values()] };
+  }
+
+  private async read(ips: readonly string[]): Promise<Map<string, SpoolEntry>> {
+    const found = new Map<string, SpoolEntry>();
+    for (let i = 0; i < ips.length; i += CHUNK) {
+      const chunk = ips.slice(i, i + CHUNK);
+      if (chunk.length === 0) continue;
+      const values = await this.client.mget(...chunk.map((ip) => this.keys.entry + ip));
+      chunk.forEach((ip, j) => {
+        const text = values[j];
+        if (text === null || text === undefined) return;
+        const entry = decodeStored(ip, text);
+        if (entry) found.set(ip, entry);
+        else
+          this.options.log.warning(`${this.where}: ignoring ${this.keys.entry}${ip}: not an entry`);
+      });
+    }
+    return found;
+  }
+
+  /** Send the backlog, then read everything; runs again if asked meanwhile. */
+  private resync(): void {
+    if (this.closed || !this.options.follow) return;
+    if (this.resyncing) {
+      this.resyncAgain = true;
+      return;
+    }
+    clearTimeout(this.retry);
+    this.resyncing = this.fullRead(this.options.follow)
+      .catch((error: Error) => {
+        this.unreachable(error.message);
+        this.retry = setTimeout(() => this.resync(), RESYNC_RETRY_MS);
+      })
+      .finally(() => {
+        this.resyncing = undefined;
+        if (this.resyncAgain) {
+          this.resyncAgain = false;
+          this.resync();
+        }
+      });
+  }
+
+  private async fullRead(backlog: Backlog): Promise<void> {
+    if (this.client.status !== "ready" || this.subscriber?.status !== "ready") return;
+    // Subscribed before the read, so no change after it is missed (a repeat is harmless).
+    await this.subscriber.subscribe(this.keys.channel);
+    await this.sendBacklog(backlog);
+    this.buffered = [];
+    let snapshot: { version: number; entries: SpoolEntry[] };
+    try {
+      snapshot = await this.snapshot(Date.now());
+    } catch (error) {
+      this.buffered = undefined;
+      throw error;
+    }
+    const buffered = this.buffered;
+    this.buffered = undefined;
+    this.state = new SortedEntries(snapshot.entries);
+    this.version = snapshot.version;
+    for (const message of buffered) this.apply(message);
+    if (this.outage) {
+      const seconds = Math.round((Date.now() - this.outage.since) / 1000);
+      this.options.log.notice(`${this.where}: reachable again after ${seconds} s`);
+      this.outage = undefined;
+    }
+    this.options.log.info(
+      `${this.where}: ${this.state.size} entries read at version ${this.version}`,
+    );
+    this.firstSync.resolve();
+    this.settleWaiters();
+    this.changed();
+  }
+
+  private async sendBacklog(backlog: Backlog): Promise<void> {
+    const waiting = await backlog.store.list();
+    if (waiting.length === 0) return;
+    for (let i = 0; i < waiting.length; i += CHUNK) {
+      const chunk = waiting.slice(i, i + CHUNK);
+      await this.putRemote(chunk);
+      const sent = chunk.map((e) => e.ip);
+      await backlog.store.remove(sent);
+      for (const ip of sent) this.waiting.delete(ip);
+    }
+    this.options.log.notice(`${this.where}: sent ${waiting.length} logins kept on disk`);
+  }
+
+  private async toBacklog(backlog: Backlog, batch: SpoolEntry[]): Promise<SpoolEntry[]> {
+    const kept: SpoolEntry[] = [];
+    for (const entry of batch) {
+      if (this.waiting.has(entry.ip) || this.waiting.size + kept.length < backlog.limit) {
+        kept.push(entry);
+        continue;
+      }
+      this.options.log.error(
+        `${this.where} unreachable and ${backlog.limit} logins already wait on disk (spool.redis.backlog): the login of ${JSON.stringify(entry.user)} from ${entry.ip} is not kept`,
+      );
+    }
+    await backlog.store.put(kept);
+    for (const entry of kept) this.waiting.add(entry.ip);
+    if (kept.length > 0)
+      this.options.log.warning(
+        `${this.where} unreachable: ${kept.length} login(s) kept on disk until it answers (${this.waiting.size} waiting)`,
+      );
+    // Nothing changed in the shared state yet: the map stays as it is.
+    return [];
+  }
+
+  private async countBacklog(backlog: Backlog): Promise<void> {
+    try {
+      for (const entry of await backlog.store.list()) this.waiting.add(entry.ip);
+    } catch (error) {
+      this.options.log.error(`the backlog cannot be read: ${(error as Error).message}`);
+    }
+  }
+
+  private received(text: string): void {
+    const message = parseFeedMessage(text);
+    if (!message) {
+      this.options.log.warning(
+        `${this.where}: ignoring a message on ${this.keys.channel}: ${JSON.stringify(text.slice(0, 200))}`,
+      );
+      return;
+    }
+    if (this.buffered) {
+      this.buffered.push(message);
+      return;
+    }
+    if (!this.state) return;
+    if (message.version > this.version + 1) {
+      this.options.log.warning(
+        `${this.where}: changes ${this.version + 1} to ${message.version - 1} were missed; reading everything again`,
+      );
+      this.resync();
+      return;
+    }
+    // A change this process waits for is its own: its caller writes the map anyway.
+    const own = this.waiters.some((w) => w.version === message.version);
+    if (this.apply(message) && !own) this.changed();
+    this.settleWaiters();
+  }
+
+  /** Applies one change in version order; false when it was already in the state. */
+  private apply(message: FeedMessage): boolean {
+    const state = this.state;
+    if (!state || message.version <= this.version) return false;
+    this.version = message.version;
+    // Redis decided which login wins: its change is the state.
+    if (message.op === "put") {
+      for (const entry of message.entries) state.set(entry);
+    } else {
+      for (const ip of message.ips) state.delete(ip);
+    }
+    return true;
+  }
+
+  private settleWaiters(): void {
+    const ready = this.waiters.filter((w) => w.version <= this.version);
+    this.waiters = this.waiters.filter((w) => w.version > this.version);
+    for (const waiter of ready) waiter.resolve();
+  }
+
+  private changed(): void {
+    for (const listener of this.listeners) listener();
+  }
+
+  private unreachable(reason: string): void {
+    if (this.closed || !this.options.follow) return;
+    if (!this.outage) {
+      this.outage = { since: Date.now(), reason };
+      this.options.log.error(
+        `${this.where} unreachable (${reason}): the map stays as it is, logins are kept on disk`,
+      );
+      this.changed();
+    } else {
+      this.outage.reason = reason;
+    }
+  }
+
+  private failure(error: unknown): Error {
+    const message = (error as Error).message;
+    const reason = this.lastError && this.lastError !== message ? ` (${this.lastError})` : "";
+    return new Error(`${this.where}: ${message}${reason}`, { cause: error });
+  }
+}
+
+/** A stored value read back, checked as hostile: anyone with access to Redis could write it. */
+function decodeStored(ip: string, text: string): SpoolEntry | undefined {
+  try {
+    return entryFromRecord(ip, JSON.parse(text));
+  } catch {
+    return undefined;
+  }
+}
+
+function isScriptError(error: unknown): boolean {
+  return (error as Error).name === "ReplyError";
+}

@@ -1,0 +1,75 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { skipReason, waitFor } from "./dovecot.js";
+
+export const REDIS_SERVER = "/usr/bin/redis-server";
+
+export const redisSkipReason = () => skipReason("Redis", [REDIS_SERVER]);
+
+/** A private redis-server on a loopback port, its data (append-only file) under `dir`. */
+export interface RedisServer {
+  port: number;
+  url: string;
+  /** Stops it (SIGTERM: it saves nothing more; the append-only file has every write). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and data, after stop(). */
+  start(): Promise<void>;
+}
+
+/** A port nobody listens on now. */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (typeof address !== "object" || address === null) throw new Error("no port");
+  return address.port;
+}
+
+export async function startRedis(dir: string): Promise<RedisServer> {
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  let output = "";
+  const start = async () => {
+    output = "";
+    child = spawn(
+      REDIS_SERVER,
+      [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        dir,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    for (const stream of [child.stdout, child.stderr])
+      stream?.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+      });
+    await waitFor("redis-server to accept connections", () =>
+      /Ready to accept connections/.test(output) ? true : undefined,
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}\n${output}`);
+    });
+  };
+  const stop = async () => {
+    const running = child;
+    child = undefined;
+    if (!running || running.exitCode !== null) return;
+    const exited = new Promise((resolve) => running.on("exit", resolve));
+    running.kill("SIGTERM");
+    await exited;
+  };
+  await start();
+  return { port, url: `redis://127.0.0.1:${port}/0`, stop, start };
+}
