@@ -1,4 +1,5 @@
-import { closeSync, constants, openSync } from "node:fs";
+import { closeSync, constants, mkdirSync, openSync } from "node:fs";
+import { dirname } from "node:path";
 import { flock } from "fs-ext";
 
 /**
@@ -20,6 +21,7 @@ export class FileLock {
   }
 
   private async holding<T>(fn: (fd: number) => Promise<T>): Promise<T> {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o750 });
     const fd = openSync(this.path, constants.O_RDWR | constants.O_CREAT, 0o640);
     try {
       await new Promise<void>((resolve, reject) =>

@@ -17,8 +17,8 @@ export function openSpoolStore(config: Config, log: Logger, follower?: string): 
     return new FileSpoolStore({ directory: config.spool.directory, legacyPeriod, log });
   return new RedisSpoolStore({
     redis: config.spool.redis,
-    // Redis keeps the entries; the lock serializes this host's writers of this map.
-    lock: new FileLock(`${config.map.file}.lock`),
+    // Redis keeps the entries; the lock serializes this host's writers of the map.
+    lock: new FileLock(join(config.state.directory, "redis.lock")),
     log,
     follow:
       follower === undefined

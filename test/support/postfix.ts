@@ -8,7 +8,9 @@
  * Relay is decided exactly as poprelay's README tells sites to configure it:
  *   smtpd_relay_restrictions = permit_mynetworks, check_client_access TYPE:RELAYMAP, reject_unauth_destination
  * with mynetworks = 127.0.0.1/32 only, so the other 127.0.0.0/8 addresses are strangers unless
- * the map lists them. A refused RCPT is "554 5.7.1 <bob@remote.example>: Relay access denied";
+ * the map lists them. With `policyService`, `check_policy_service SERVICE` is asked after the map
+ * (or instead of it, with no `relayMap`): OK permits, DUNNO falls through to
+ * reject_unauth_destination. A refused RCPT is "554 5.7.1 <bob@remote.example>: Relay access denied";
  * a granted one is "250 2.1.5 Ok".
  *
  * Nothing can leave the machine: the master.cf has no smtp/lmtp client, relay and default
@@ -56,8 +58,16 @@ const PRODUCT: Record<PostfixMapType, string> = {
 export interface PostfixOptions {
   /** A scratch directory; everything goes under DIR/postfix. Gets o+x. */
   dir: string;
-  /** poprelay's map (map.file); created empty, with its database, when it does not exist. */
-  relayMap: string;
+  /**
+   * poprelay's map (map.file); created empty, with its database, when it does not exist.
+   * May be left out when `policyService` decides relay instead.
+   */
+  relayMap?: string;
+  /**
+   * A policy server for `check_policy_service`, as main.cf spells it: `inet:127.0.0.1:PORT` or
+   * `unix:/PATH` (the socket's directory must be searchable by the postfix user).
+   */
+  policyService?: string;
   /** Default "hash". lmdb needs postfix-lmdb, cdb postfix-cdb. */
   mapType?: PostfixMapType;
   /** smtpd port on 127.0.0.1. Default: a free one. */
@@ -82,8 +92,8 @@ export interface Postfix {
   logFile: string;
   /** The master process (also its process group). */
   pid: number;
-  /** What smtpd_relay_restrictions looks up, e.g. "hash:/tmp/x/relay". */
-  relayTable: string;
+  /** What smtpd_relay_restrictions looks up, e.g. "hash:/tmp/x/relay"; none without relayMap. */
+  relayTable?: string;
   /** The domain Postfix is final destination for (mydestination). */
   localDomain: string;
   /**
@@ -108,7 +118,14 @@ function exec(file: string, args: readonly string[], timeoutMs = 60_000) {
   });
 }
 
-function mainCf(base: string, relayTable: string, extra: Record<string, string>) {
+function relayRestrictions(relayTable: string | undefined, policyService: string | undefined) {
+  const checks = ["permit_mynetworks"];
+  if (relayTable) checks.push(`check_client_access ${relayTable}`);
+  if (policyService) checks.push(`check_policy_service ${policyService}`);
+  return [...checks, "reject_unauth_destination"].join(", ");
+}
+
+function mainCf(base: string, restrictions: string, extra: Record<string, string>) {
   const settings: Record<string, string> = {
     compatibility_level: "3.6",
     queue_directory: `${base}/queue`,
@@ -140,7 +157,7 @@ function mainCf(base: string, relayTable: string, extra: Record<string, string>)
     smtpd_helo_restrictions: "",
     smtpd_sender_restrictions: "",
     smtpd_recipient_restrictions: "",
-    smtpd_relay_restrictions: `permit_mynetworks, check_client_access ${relayTable}, reject_unauth_destination`,
+    smtpd_relay_restrictions: restrictions,
     smtpd_tls_security_level: "none",
     smtp_tls_security_level: "none",
     maillog_file: `${base}/maillog`,
@@ -215,12 +232,19 @@ export async function startPostfix(options: PostfixOptions): Promise<Postfix> {
       `Postfix has no ${mapType} map support (postconf -m): install postfix-${mapType}`,
     );
 
+  const { policyService } = options;
+  if (options.relayMap === undefined && policyService === undefined)
+    throw new Error("startPostfix: give relayMap, policyService, or both");
+  // It becomes part of a main.cf list: one token, no separators.
+  if (policyService !== undefined && !/^(inet:[^\s,]+|unix:\/[^\s,]+)$/.test(policyService))
+    throw new Error("startPostfix: policyService must be inet:HOST:PORT or unix:/PATH");
+
   const dir = resolve(options.dir);
   const base = join(dir, "postfix");
-  const relayMap = resolve(options.relayMap);
+  const relayMap = options.relayMap === undefined ? undefined : resolve(options.relayMap);
   assertPlainPath(base);
-  assertPlainPath(relayMap);
-  const relayTable = `${mapType}:${relayMap}`;
+  if (relayMap) assertPlainPath(relayMap);
+  const relayTable = relayMap ? `${mapType}:${relayMap}` : undefined;
   const configDir = join(base, "etc");
   const queueDir = join(base, "queue");
   const dataDir = join(base, "data");
@@ -234,11 +258,12 @@ export async function startPostfix(options: PostfixOptions): Promise<Postfix> {
   await chown(dataDir, postfixUid, postfixGid);
   await chmod(dataDir, 0o700);
   await layOutQueue(queueDir, postfixUid, postdropGid);
-  await ensurePostfixMap(relayMap, mapType);
+  if (relayMap) await ensurePostfixMap(relayMap, mapType);
+  const restrictions = relayRestrictions(relayTable, policyService);
 
   for (let attempt = 1; ; attempt++) {
     const port = options.port ?? (await freePort());
-    await writeFile(join(configDir, "main.cf"), mainCf(base, relayTable, options.mainCf ?? {}));
+    await writeFile(join(configDir, "main.cf"), mainCf(base, restrictions, options.mainCf ?? {}));
     await writeFile(join(configDir, "master.cf"), masterCf(port));
     // postfix-script removes quick-start and, having found it, skips its integrity checks.
     if (!options.check) await writeFile(join(queueDir, "quick-start"), "");

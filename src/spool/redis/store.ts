@@ -106,14 +106,11 @@ export class RedisSpoolStore implements SpoolStore {
       this.subscriber = subscriber;
       subscriber.on("error", (error: Error) => this.unreachable(error.message));
       subscriber.on("message", (_channel: string, text: string) => this.received(text));
-      // Every (re)connection: subscribe again (ioredis does), then read everything.
+      // Every (re)connection of either: subscribe, then read everything (see fullRead).
       for (const client of [this.client, subscriber]) {
         client.on("ready", () => this.resync());
         client.on("close", () => this.unreachable("connection closed"));
       }
-      subscriber.subscribe(this.keys.channel).catch((error: Error) => {
-        this.unreachable(error.message);
-      });
       void this.countBacklog(options.follow);
     }
   }
