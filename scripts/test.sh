@@ -4,7 +4,7 @@ source "$(dirname "$0")/setup-common.sh"
 require_node
 # g++, make and python3 build the native addons (fs-ext for flock, sd-notify) in npm ci.
 # libsystemd-dev builds the sd-notify addon; systemd, systemd-journal-remote, dovecot and
-# postfix are the real parts the tests run against.
+# postfix and redis-server are the real parts the tests run against.
 apt_install ca-certificates g++ make python3 libsystemd-dev systemd systemd-journal-remote \
   dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
