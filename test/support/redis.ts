@@ -3,14 +3,15 @@ import { createServer } from "node:net";
 import { skipReason, waitFor } from "./dovecot.js";
 
 export const REDIS_SERVER = "/usr/bin/redis-server";
+export const REDIS_CLI = "/usr/bin/redis-cli";
 
-export const redisSkipReason = () => skipReason("Redis", [REDIS_SERVER]);
+export const redisSkipReason = () => skipReason("Redis", [REDIS_SERVER, REDIS_CLI]);
 
-/** A private redis-server on a loopback port, its data (append-only file) under `dir`. */
+/** A private redis-server (or sentinel) on a loopback port, its data under `dir`. */
 export interface RedisServer {
   port: number;
   url: string;
-  /** Stops it (SIGTERM: it saves nothing more; the append-only file has every write). */
+  /** Stops it (SIGTERM). With the append-only file, every write survives. */
   stop(): Promise<void>;
   /** Starts it again on the same port and data, after stop(). */
   start(): Promise<void>;
@@ -26,41 +27,52 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
   return address.port;
 }
 
-export async function startRedis(dir: string): Promise<RedisServer> {
-  const port = await freePort();
+export interface RedisOptions {
+  /** Arguments after the defaults (a config file first, for a sentinel). */
+  args?: (port: number) => string[];
+  /** A config file to start from (sentinels need one they can rewrite). */
+  configFile?: string;
+  /** What the log says when it is ready. */
+  ready?: RegExp;
+  /** Default: a free one. */
+  port?: number;
+}
+
+export async function startRedis(dir: string, options: RedisOptions = {}): Promise<RedisServer> {
+  const port = options.port ?? (await freePort());
   let child: ChildProcess | undefined;
   let output = "";
   const start = async () => {
     output = "";
-    child = spawn(
-      REDIS_SERVER,
-      [
-        "--port",
-        String(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        dir,
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--save",
-        "",
-        "--daemonize",
-        "no",
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
+    const args = [
+      ...(options.configFile ? [options.configFile] : []),
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--dir",
+      dir,
+      "--appendonly",
+      "yes",
+      "--appendfsync",
+      "always",
+      "--save",
+      "",
+      "--daemonize",
+      "no",
+      ...(options.args?.(port) ?? []),
+    ];
+    child = spawn(REDIS_SERVER, args, { stdio: ["ignore", "pipe", "pipe"] });
     for (const stream of [child.stdout, child.stderr])
       stream?.on("data", (chunk: Buffer) => {
         output += chunk.toString();
       });
-    await waitFor("redis-server to accept connections", () =>
-      /Ready to accept connections/.test(output) ? true : undefined,
-    ).catch((error: Error) => {
-      throw new Error(`${error.message}\n${output}`);
-    });
+    const ready = options.ready ?? /Ready to accept connections/;
+    await waitFor("redis-server to start", () => (ready.test(output) ? true : undefined)).catch(
+      (error: Error) => {
+        throw new Error(`${error.message}\n${output}`);
+      },
+    );
   };
   const stop = async () => {
     const running = child;
