@@ -15,12 +15,21 @@ import { closeSync, type FSWatcher, openSync, readFileSync, watch, writeSync } f
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { defaultConfig } from "../src/config/load.js";
+import { createLogger } from "../src/log.js";
+import { FileLock } from "../src/spool/lock.js";
+import { RedisSpoolStore } from "../src/spool/redis/store.js";
 import { exportEntry, journalRemote, journalWriter } from "./journal-files.js";
 import { MailTraffic, Random, syslogLine } from "./synthetic.js";
 import { CLI, configDir, type Distribution, distribution, sleep, waitForStderr } from "./util.js";
 
 export interface DelayOptions {
   input: "file" | "journal";
+  /**
+   * Two hosts on this Redis: the logins are written to host A's input (A keeps no map), and
+   * the delay is to the map of host B, a daemon with no input that follows Redis.
+   */
+  redis?: string;
   logins: number;
   /** Logins per second, Poisson arrivals. */
   rate: number;
@@ -33,6 +42,7 @@ export interface DelayOptions {
 
 export interface DelayResult {
   input: "file" | "journal";
+  hosts: 1 | 2;
   logins: number;
   mapEntries: number;
   rate: number;
@@ -83,6 +93,13 @@ export interface BenchDaemon {
   stop(): Promise<void>;
 }
 
+/** A host's part in a two-host run: A reads the log and keeps no map, B only follows Redis. */
+export interface SharedState {
+  url: string;
+  namespace: string;
+  host: "A" | "B";
+}
+
 /** A configuration and `poprelay run` on it, started and ready (the first map written). */
 export async function startDaemon(
   input: "file" | "journal",
@@ -90,6 +107,7 @@ export async function startDaemon(
   address: (n: number) => string = spoolAddress,
   /** Runs before the daemon starts (a journal writer needs to create its file first). */
   prepare?: (paths: { log: string; journal: string }) => Promise<void>,
+  shared?: SharedState,
 ): Promise<BenchDaemon> {
   const dir = await mkdtemp(join(tmpdir(), "poprelay-bench-"));
   const log = join(dir, "mail.log");
@@ -98,22 +116,29 @@ export async function startDaemon(
   await mkdir(mapDir);
   await mkdir(journal);
   await writeFile(log, "");
-  await fillSpool(join(dir, "spool"), spoolEntries, address);
+  if (shared) await fillRedis(shared, spoolEntries, address);
+  else await fillSpool(join(dir, "spool"), spoolEntries, address);
   const source =
-    input === "file"
-      ? `  source: file\n  file: ${log}\n`
-      : `  source: journal\n  journal:\n    directory: ${journal}\n`;
+    shared?.host === "B"
+      ? "  source: none\n"
+      : input === "file"
+        ? `  source: file\n  file: ${log}\n`
+        : `  source: journal\n  journal:\n    directory: ${journal}\n`;
+  const spool = shared
+    ? `spool:\n  backend: redis\n  redis:\n    url: ${shared.url}\n    namespace: ${shared.namespace}\n`
+    : `spool:\n  directory: ${dir}/spool\n`;
+  const mta = shared?.host === "A" ? "none" : "postfix";
   await configDir(
     dir,
-    `agent: dovecot\ninput:\n${source}relay:\n  period: 1h\nspool:\n  directory: ${dir}/spool\n` +
-      `state:\n  directory: ${dir}/state\nmap:\n  mta: postfix\n  file: ${mapDir}/relay\n`,
+    `agent: dovecot\ninput:\n${source}relay:\n  period: 1h\n${spool}` +
+      `state:\n  directory: ${dir}/state\nmap:\n  mta: ${mta}\n  file: ${mapDir}/relay\n`,
   );
   await prepare?.({ log, journal });
   const child = spawn(process.execPath, [CLI, "run", "--config-dir", dir, "--instance", "bench"], {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, NOTIFY_SOCKET: "", JOURNAL_STREAM: "" },
   });
-  await waitForStderr(child, /agent dovecot, (file|journal) input/, 300_000);
+  await waitForStderr(child, /, (file|journal|none) input, /, 300_000);
   // Keep draining its log, or the daemon would block on a full pipe.
   child.stderr?.on("data", () => undefined);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -129,6 +154,38 @@ export async function startDaemon(
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Entries in Redis as a POP host puts them (set-up: the first host fills, the second finds). */
+async function fillRedis(
+  shared: SharedState,
+  count: number,
+  address: (n: number) => string,
+): Promise<void> {
+  if (shared.host !== "A" || count === 0) return;
+  const redis = { ...defaultConfig().spool.redis, url: shared.url, namespace: shared.namespace };
+  const store = new RedisSpoolStore({
+    redis,
+    lock: new FileLock(join(tmpdir(), `poprelay-bench-${process.pid}.lock`)),
+    log: createLogger({ level: "warning" }),
+  });
+  const now = Date.now();
+  try {
+    for (let n = 0; n < count; n += 1000) {
+      const batch = [];
+      for (let k = n; k < Math.min(count, n + 1000); k++)
+        batch.push({
+          ip: address(k),
+          user: "bench",
+          agent: "dovecot",
+          login: now,
+          expires: now + 3_600_000,
+        });
+      await store.put(batch);
+    }
+  } finally {
+    await store.close();
+  }
 }
 
 /** Whether a Postfix hash/btree database holds `key` (keys are stored with their NUL). */
@@ -153,20 +210,33 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
   let writer: ChildProcess | undefined;
   let write: (text: string) => void = () => undefined;
   let daemon: BenchDaemon;
+  // Two hosts: B (no input) follows Redis and keeps the map; A, started below, reads the log.
+  const namespace = `bench-${process.pid}-${options.seed}-${options.input}`;
+  const shared = (host: "A" | "B") =>
+    options.redis ? { url: options.redis, namespace, host } : undefined;
+  const hostB = options.redis
+    ? await startDaemon("file", 0, spoolAddress, undefined, shared("B"))
+    : undefined;
   if (program) {
     // journalctl needs a journal file in the directory before it starts.
-    daemon = await startDaemon("journal", options.mapEntries, spoolAddress, async (paths) => {
-      writer = journalWriter(program, paths.journal);
-      const stdin = writer.stdin;
-      if (!stdin) throw new Error("no stdin");
-      write = (text) => {
-        stdin.write(text);
-      };
-      write(exportEntry(traffic.next(), Date.now(), monotonic++));
-      await sleep(300);
-    });
+    daemon = await startDaemon(
+      "journal",
+      options.mapEntries,
+      spoolAddress,
+      async (paths) => {
+        writer = journalWriter(program, paths.journal);
+        const stdin = writer.stdin;
+        if (!stdin) throw new Error("no stdin");
+        write = (text) => {
+          stdin.write(text);
+        };
+        write(exportEntry(traffic.next(), Date.now(), monotonic++));
+        await sleep(300);
+      },
+      shared("A"),
+    );
   } else {
-    daemon = await startDaemon("file", options.mapEntries);
+    daemon = await startDaemon("file", options.mapEntries, spoolAddress, undefined, shared("A"));
     const fd = openSync(daemon.log, "a");
     write = (text) => {
       writeSync(fd, text);
@@ -187,12 +257,14 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
   const pendingDb = new Map<string, number>();
   const textDelays: number[] = [];
   const dbDelays: number[] = [];
-  const watcher: FSWatcher = watch(join(daemon.map, ".."), (_event, name) => {
+  // The map that should hold the logins: B's with two hosts.
+  const map = (hostB ?? daemon).map;
+  const watcher: FSWatcher = watch(join(map, ".."), (_event, name) => {
     const now = performance.now();
     if (name === "relay" && pendingText.size > 0) {
       let text: string;
       try {
-        text = readFileSync(daemon.map, "utf8");
+        text = readFileSync(map, "utf8");
       } catch {
         return;
       }
@@ -205,7 +277,7 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
     } else if (name === "relay.db" && pendingDb.size > 0) {
       let db: Buffer;
       try {
-        db = readFileSync(`${daemon.map}.db`);
+        db = readFileSync(`${map}.db`);
       } catch {
         return;
       }
@@ -253,9 +325,11 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
     writer?.stdin?.end();
     writer?.kill("SIGTERM");
     await daemon.stop();
+    await hostB?.stop();
   }
   return {
     input: options.input,
+    hosts: hostB ? 2 : 1,
     logins: options.logins,
     mapEntries: options.mapEntries,
     rate: options.rate,

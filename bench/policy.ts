@@ -1,7 +1,7 @@
 /**
  * Policy server: answers per second and per-request latency. The server runs in a worker
- * thread, as the daemon would run it beside nothing else, with a lookup over a Map of 100,000
- * granted addresses (address → expiry, as the spool holds them). The main thread plays Postfix:
+ * thread, as the daemon would run it beside nothing else, with the daemon's lookup over 100,000
+ * granted addresses. The main thread plays Postfix:
  * N persistent connections, each sending the full request Postfix 3.7 sends and waiting for the
  * answer before the next, as an smtpd process does. Half the requests are for granted
  * addresses; every answer is checked. Latency is send → whole answer received, in ms.
@@ -10,7 +10,9 @@ import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { memoryLogger } from "../src/log.js";
+import { liveLookup } from "../src/policy/lookup.js";
 import { PolicyServer } from "../src/policy/server.js";
+import { sortEntries } from "../src/spool/order.js";
 import { distribution } from "./util.js";
 
 export interface PolicyThroughputOptions {
@@ -70,12 +72,21 @@ policy_context=
 
 /** The worker: a PolicyServer on 127.0.0.1:0; posts its port, stops when told, posts stats. */
 async function serveInWorker(port: NonNullable<typeof parentPort>): Promise<void> {
-  const expires = Date.now() + 3_600_000;
-  const spool = new Map<string, number>();
-  for (let n = 0; n < GRANTED; n++) spool.set(address(n), expires);
+  const login = Date.now();
+  const granted = [];
+  for (let n = 0; n < GRANTED; n++)
+    granted.push({
+      ip: address(n),
+      user: "bench",
+      agent: "dovecot",
+      login,
+      expires: login + 3_600_000,
+    });
+  // As the daemon holds them: the live entries in address order.
+  const live = sortEntries(granted);
   const server = new PolicyServer({
     listen: { kind: "inet", host: "127.0.0.1", port: 0 },
-    lookup: (ip) => (spool.get(ip) ?? 0) > Date.now(),
+    lookup: liveLookup(() => live),
     log: memoryLogger(),
   });
   await server.start();

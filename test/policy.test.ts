@@ -13,8 +13,10 @@ import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { createLogger, memoryLogger } from "../src/log.js";
 import { describeListen, type ListenAddress, parseListen } from "../src/policy/listen.js";
+import { liveLookup } from "../src/policy/lookup.js";
 import { type ParseEvent, RequestParser, reply } from "../src/policy/protocol.js";
 import { PolicyServer, type PolicyServerOptions } from "../src/policy/server.js";
+import { sortEntries } from "../src/spool/order.js";
 import { scratch } from "./helpers.js";
 import { makeTraversable } from "./support/dovecot.js";
 import { smtpTryRelay } from "./support/mail-clients.js";
@@ -708,5 +710,31 @@ describe("a real Postfix asks the policy server (check_policy_service)", {
     // The map answered for 127.0.0.11 first: the server was asked only twice.
     const stats = server.stats();
     assert.deepEqual([stats.ok, stats.dunno, stats.errors], [1, 1, 0]);
+  });
+});
+
+describe("the daemon's lookup", () => {
+  it("answers from the live entries in address order, and an expired entry no longer counts", () => {
+    const now = 1_000_000;
+    const entry = (ip: string, expires: number) => ({
+      ip,
+      user: "u",
+      agent: "dovecot",
+      login: 0,
+      expires,
+    });
+    const live = sortEntries([
+      entry("192.0.2.10", now + 1),
+      entry("2001:db8::1", now + 1000),
+      entry("192.0.2.9", now),
+    ]);
+    const lookup = liveLookup(
+      () => live,
+      () => now,
+    );
+    assert.equal(lookup("192.0.2.10"), true);
+    assert.equal(lookup("2001:db8::1"), true);
+    assert.equal(lookup("192.0.2.9"), false, "expires now: expired");
+    assert.equal(lookup("192.0.2.11"), false);
   });
 });
