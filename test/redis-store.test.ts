@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readdir } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
@@ -11,7 +11,7 @@ import { parseRedisUrl, redactRedisUrl } from "../src/spool/redis/address.js";
 import { parseFeedMessage } from "../src/spool/redis/feed.js";
 import { RedisSpoolStore } from "../src/spool/redis/store.js";
 import type { SpoolEntry } from "../src/spool/types.js";
-import { scratch } from "./helpers.js";
+import { configDir, poprelay, scratch } from "./helpers.js";
 import { waitFor } from "./support/dovecot.js";
 import { type RedisServer, redisSkipReason, startRedis } from "./support/redis.js";
 
@@ -291,5 +291,34 @@ describe("redis spool", () => {
       assert.match(error.message, /ECONNREFUSED/);
       return true;
     });
+  });
+
+  it("the command line adds, lists, removes and writes this host's map through Redis", async (t) => {
+    const reason = redisSkipReason();
+    if (reason) return t.skip(reason);
+    const home = await scratch("poprelay-redis-cli-");
+    const map = join(home, "relay");
+    const yaml = (url: string) =>
+      [
+        "spool:",
+        "  backend: redis",
+        `  redis: {url: "${url}", namespace: ${namespace()}, timeout: 1s}`,
+        `state: {directory: ${join(home, "state")}}`,
+        `map: {mta: plain, file: ${map}}`,
+      ].join("\n");
+    const dir = await configDir({ "50-redis.yaml": yaml(server.url) });
+    const cli = (...args: string[]) => poprelay(["--config-dir", dir, ...args]);
+    const add = await cli("add", "198.51.100.23", "--user", "carol");
+    assert.equal(add.code, 0, add.stderr);
+    assert.equal(await readFile(map, "utf8"), "198.51.100.23\n");
+    const list = await cli("list", "--json");
+    assert.equal(JSON.parse(list.stdout).user, "carol", list.stdout);
+    assert.equal((await cli("remove", "198.51.100.23")).code, 0);
+    assert.equal(await readFile(map, "utf8"), "");
+
+    const down = await configDir({ "50-redis.yaml": yaml("redis://:pw@127.0.0.1:1/0") });
+    const refused = await poprelay(["--config-dir", down, "add", "198.51.100.24"]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /redis redis:\/\/:\*\*\*@127\.0\.0\.1:1\/0: .*ECONNREFUSED/);
   });
 });
