@@ -1,9 +1,12 @@
 /**
- * Login-to-relay delay with real parts: a Dovecot POP3 login from a loopback address, poprelay
- * following Dovecot's log file, and Postfix answering RCPT from that address. For each login:
+ * Login-to-relay delay with real parts, the one figure `npm run bench` leaves out (it needs
+ * Dovecot and Postfix as the tests run them): a Dovecot POP3 login from a loopback address,
+ * poprelay following Dovecot's log file, and Postfix answering RCPT from that address. For each
+ * login:
  *   dovecot  "+OK Logged in." reaching the client → the login line in Dovecot's log
- *   poprelay the login line in the log → the new map (text renamed last, after relay.db)
- *   postfix  the new map → Postfix's first 250 for RCPT from that address
+ *   poprelay the login line in the log → the text map holding the address (renamed into place)
+ *   postfix  the text map → Postfix's first 250 for RCPT from that address: poprelay building
+ *            relay.db with postmap after the text, then Postfix noticing the new table
  * Run as root after `npm run build`: node build/bench/login-delay.js [LOGINS]
  */
 import { type ChildProcess, spawn } from "node:child_process";

@@ -5,13 +5,15 @@ import {
   mkdir,
   readFile,
   rename,
+  rm,
   rmdir,
   stat,
+  symlink,
   truncate,
   unlink,
   writeFile,
 } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { memoryLogger } from "../src/log.js";
@@ -118,6 +120,61 @@ describe("FileReader", () => {
     await appendFile(path, "b\n");
     await received(sink, 2);
     assert.deepEqual(sink.lines, ["a", "b"]);
+  });
+
+  it("checks every stat interval a file it reaches through a symbolic link", async (t) => {
+    // Writes to the link's target wake no watch on the link's directory: the stat timer must.
+    const { dir, path, make } = await setup(t, { statIntervalMs: 20, watchedCheckMs: 60_000 });
+    const target = join(dir, "elsewhere", "real.log");
+    await mkdir(dirname(target));
+    await writeFile(target, "a\n");
+    await symlink(target, path);
+    const sink = new Collector();
+    await make().start(sink.sink);
+    await received(sink, 1);
+    await appendFile(target, "b\n");
+    await received(sink, 2);
+    assert.deepEqual(sink.lines, ["a", "b"]);
+  });
+
+  it("watches its directory again when the directory is replaced", async (t) => {
+    // The old watch hears nothing after its directory is gone (and, while the old file is open,
+    // not even of that): the stat timer finds the new directory, the watched check is far away.
+    const { dir, make } = await setup(t, { statIntervalMs: 20, watchedCheckMs: 60_000 });
+    const logs = join(dir, "logs");
+    const path = join(logs, "mail.log");
+    await mkdir(logs);
+    await writeFile(path, "a\n");
+    const sink = new Collector();
+    await make({ path }).start(sink.sink);
+    await received(sink, 1);
+    await rm(logs, { recursive: true });
+    await mkdir(logs);
+    await writeFile(path, "b\n");
+    await received(sink, 2);
+    await appendFile(path, "c\n");
+    await received(sink, 3);
+    assert.deepEqual(sink.lines, ["a", "b", "c"]);
+  });
+
+  it("tells its owner when its status line changed, and only then", async (t) => {
+    const { path, make } = await setup(t, { statIntervalMs: 60_000 });
+    await writeFile(path, "a\n");
+    const sink = new Collector();
+    const reader = make();
+    const seen: string[] = [];
+    await reader.start(sink.sink, () => seen.push(reader.status()));
+    await received(sink, 1);
+    await appendFile(path, "bc\n");
+    await received(sink, 2);
+    await until(
+      () => seen.at(-1) === `file ${path}: following at byte 5`,
+      () => JSON.stringify(seen),
+    );
+    await reader.stop();
+    assert.equal(seen.at(-1), `file ${path}: stopped`);
+    for (let i = 1; i < seen.length; i++)
+      assert.notEqual(seen[i], seen[i - 1], "a change each time");
   });
 
   it("keeps a multi-byte character whole when it is written in two appends", async (t) => {

@@ -212,7 +212,8 @@ describe("journal reader on journal directories (systemd-journal-remote)", {
     const { reader, log } = newReader({ directory: journal, stateFile });
     const sink = recorder();
     assert.equal(reader.status(), "journal: not started");
-    await reader.start(sink.sink);
+    const seen: string[] = [];
+    await reader.start(sink.sink, () => seen.push(reader.status()));
     await until("new-2", () => sink.has("new-2"));
     assert.deepEqual(sink.messages(), ["new-1", "log-root", "new-2"]);
     const first = sink.entries()[0];
@@ -227,11 +228,14 @@ describe("journal reader on journal directories (systemd-journal-remote)", {
       );
     }
     await until("following, cursor saved", () =>
-      /^journal: following \(cursor saved \d+(\.\d)? s ago\)$/.test(reader.status()),
+      /^journal: following \(cursor saved at \d{4}-\d\d-\d\dT[\d:.]+Z\)$/.test(reader.status()),
     );
     assert.deepEqual(await children(), ["journalctl"]);
+    // Its owner heard of each change (the STATUS= line follows it without polling).
+    assert.equal(seen.at(-1), reader.status());
     await reader.stop();
     assert.equal(reader.status(), "journal: stopped");
+    assert.equal(seen.at(-1), "journal: stopped");
     assert.deepEqual(await children(), [], "stop() leaves no journalctl behind");
     assert.equal(await savedCursor(stateFile), (await cursors(journal)).get("new-2"));
     assert.match(log.lines.join(""), /first start: reading in .* \(1800 s back\) on/);
@@ -431,7 +435,9 @@ exec journalctl "$@"
     await until(
       "the first restart in status()",
       () =>
-        /^journal: journalctl exited with status 1, restarting in 0\.\d s$/.test(reader.status()),
+        /^journal: journalctl exited with status 1, restarting in 0\.5 s \(at [\dTZ:.-]+\)$/.test(
+          reader.status(),
+        ),
       2000,
     );
     await until("f3", () => sink.has("f3"));
@@ -440,7 +446,7 @@ exec journalctl "$@"
     await until("the second restart", () => reader.status().includes("status 124"), 3000);
     assert.match(
       reader.status(),
-      /^journal: journalctl exited with status 124, restarting in 1 s$/,
+      /^journal: journalctl exited with status 124, restarting in 1 s \(at [\dTZ:.-]+\)$/,
     );
     await writeJournal(journal, logins(["f5"], 4 * MINUTE));
     await until("f5", () => sink.has("f5"));
@@ -468,7 +474,7 @@ exec journalctl "$@"
     assert.match(
       reader.status(),
       new RegExp(
-        `^journal: journalctl failed to start \\(spawn ${missing} ENOENT\\), restarting in 0\\.\\d s$`,
+        `^journal: journalctl failed to start \\(spawn ${missing} ENOENT\\), restarting in 0\\.5 s \\(at [\\dTZ:.-]+\\)$`,
       ),
     );
     assert.match(log.lines.join(""), /journalctl failed to start .* restarting in 0\.5 s/);

@@ -19,14 +19,19 @@ describe("text lines", () => {
 
   it("reads classic stamps in local time, in the current year", () => {
     const record = parseTextLine("Nov  4 03:12:01 mail dovecot: hello", new Date(2026, 10, 24));
-    assert.deepEqual(record, {
-      message: "hello",
-      program: "dovecot",
-      pid: undefined,
-      time: local(2026, 10, 4, 3, 12, 1),
-      trusted: null,
-      line: "Nov  4 03:12:01 mail dovecot: hello",
-    });
+    // Field by field: the time is a getter, worked out on first use.
+    const { message, program, pid, time, trusted, line: text } = record ?? {};
+    assert.deepEqual(
+      { message, program, pid, time, trusted, line: text },
+      {
+        message: "hello",
+        program: "dovecot",
+        pid: undefined,
+        time: local(2026, 10, 4, 3, 12, 1),
+        trusted: null,
+        line: "Nov  4 03:12:01 mail dovecot: hello",
+      },
+    );
   });
 
   it("minds New Year: December lines read in January are last year's", () => {

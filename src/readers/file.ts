@@ -5,12 +5,14 @@
  *
  * Reads are driven by fs.watch on the file's DIRECTORY (inotify on Linux: it survives the file
  * being renamed, removed and created again), so an appended line reaches the sink within a
- * millisecond or so; a slow stat timer is the fallback where inotify does not fire (NFS, some
- * FUSE file systems) and the retry clock for errors.
+ * millisecond or so. A stat timer is the fallback: every second where the watch cannot be relied
+ * on (no watch, a network or FUSE file system where other hosts write, a symbolic link to a file
+ * elsewhere) and while an error is retried; where it can, once a minute only, so that an idle
+ * reader costs next to nothing.
  */
 import type { FSWatcher } from "node:fs";
 import { watch } from "node:fs";
-import { type FileHandle, mkdir, stat } from "node:fs/promises";
+import { type FileHandle, lstat, mkdir, stat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import { writeFileAtomic } from "../fs/atomic.js";
 import type { Logger } from "../log.js";
@@ -23,6 +25,8 @@ import {
   openForReading,
 } from "./file-state.js";
 import { LineSplitter } from "./lines.js";
+import { watchSeesEveryWrite } from "./local-fs.js";
+import { StatusChanges } from "./status.js";
 import type { EntrySink, LogEntry, Reader } from "./types.js";
 
 export type { FilePosition } from "./file-state.js";
@@ -33,8 +37,16 @@ export interface FileReaderOptions {
   /** Where the position is persisted (JSON, replaced atomically). */
   stateFile: string;
   log: Logger;
-  /** The slow fallback: how often the file is checked without a watch event. Default 1000. */
+  /**
+   * How often the file is checked without a watch event where the watch cannot be relied on,
+   * and how often an error is retried. Default 1000.
+   */
   statIntervalMs?: number;
+  /**
+   * How often it is checked while a watch that hears of every write is up: for what no event
+   * shows (a copytruncate whose file grew past our offset before we read). Default 60000.
+   */
+  watchedCheckMs?: number;
   /** Set false to rely on the stat timer alone (file systems where inotify misbehaves). */
   watch?: boolean;
   /** Longest time an acknowledged position may wait to be persisted lazily. Default 5000. */
@@ -79,6 +91,7 @@ export class FileReader implements Reader {
   private readonly stateFile: string;
   private readonly log: Logger;
   private readonly statIntervalMs: number;
+  private readonly watchedCheckMs: number;
   private readonly useWatch: boolean;
   private readonly persistIntervalMs: number;
   private readonly maxBatchLines: number;
@@ -110,7 +123,13 @@ export class FileReader implements Reader {
   private watcher: FSWatcher | undefined;
   private watchedDirectory: bigint | undefined;
   private watchProblem: string | undefined;
+  /** The watched directory is on a file system where every write wakes the watch. */
+  private watchComplete = false;
+  /** `path` is a symbolic link: writes to its target wake no watch on `path`'s directory. */
+  private throughLink = false;
   private timer: NodeJS.Timeout | undefined;
+  /** When the timer fires (performance.now()). */
+  private due = 0;
   private pumping: Promise<void> | undefined;
   private wanted = false;
   /** Check the first line again on the next step (copytruncate followed by regrowth). */
@@ -122,6 +141,7 @@ export class FileReader implements Reader {
   private failed = false;
   private closing: Promise<void> | undefined;
   private problem: string | undefined;
+  private readonly statusChanges = new StatusChanges(() => this.status());
 
   constructor(options: FileReaderOptions) {
     this.path = options.path;
@@ -130,19 +150,21 @@ export class FileReader implements Reader {
     this.stateFile = options.stateFile;
     this.log = options.log;
     this.statIntervalMs = options.statIntervalMs ?? 1000;
+    this.watchedCheckMs = options.watchedCheckMs ?? 60_000;
     this.useWatch = options.watch ?? true;
     this.persistIntervalMs = options.persistIntervalMs ?? 5000;
     this.maxBatchLines = options.maxBatchLines ?? 10_000;
     this.maxLineBytes = options.maxLineBytes;
   }
 
-  async start(sink: EntrySink): Promise<void> {
+  async start(sink: EntrySink, statusChanged?: () => void): Promise<void> {
     if (this.sink || this.closing)
       throw new Error(`file reader for ${this.path}: start() may be called once`);
     this.sink = sink;
+    this.statusChanges.listen(statusChanged);
     // Watch before the first look, so that nothing happening in between goes unnoticed.
     await this.ensureWatcher();
-    this.timer = setInterval(() => this.tick(), this.statIntervalMs);
+    this.arm();
     await this.resume();
     this.kick();
   }
@@ -286,6 +308,8 @@ export class FileReader implements Reader {
             );
           this.problem = problem;
         }
+        this.arm();
+        this.statusChanges.check();
       }
     } finally {
       this.pumping = undefined;
@@ -394,6 +418,10 @@ export class FileReader implements Reader {
       }
       this.started = true;
       this.missing = false;
+      this.throughLink = await lstat(this.path).then(
+        (link) => link.isSymbolicLink(),
+        () => false,
+      );
       this.cur = this.cursor(fh, st.dev, st.ino, this.path, offset);
       if (saved && offset > 0) this.cur.hash = saved.firstLineHash;
       if (!saved && this.acked === undefined) {
@@ -482,6 +510,7 @@ export class FileReader implements Reader {
       (changed) => {
         this.inflight = undefined;
         this.acknowledge(mark, changed === true);
+        this.statusChanges.check();
         this.deliver();
         if (this.paused) {
           this.paused = false;
@@ -493,6 +522,7 @@ export class FileReader implements Reader {
         this.failed = true;
         this.queue = [];
         this.log.error(`file ${this.path}: the sink failed, the reader stops: ${describe(error)}`);
+        this.statusChanges.check();
         void this.shutdown();
       },
     );
@@ -534,8 +564,37 @@ export class FileReader implements Reader {
 
   // --- watching ---------------------------------------------------------------------------
 
+  /**
+   * Arms the stat timer for the wait the reader's state allows, unless it is due sooner already:
+   * called after each tick, and whenever the watch may have become less trustworthy (an error, a
+   * lost watch, a symbolic link, the file renamed or missing).
+   */
+  private arm(): void {
+    if (this.stopping) return;
+    // Without the file open at `path`, the directory itself may have been replaced, which the
+    // watch does not always report: while the old file is held open, its directory's removal
+    // is not signalled until it is closed.
+    const watched =
+      this.watcher !== undefined &&
+      this.watchComplete &&
+      !this.throughLink &&
+      this.problem === undefined &&
+      this.cur !== undefined &&
+      !this.cur.gone;
+    const wait = watched ? this.watchedCheckMs : this.statIntervalMs;
+    const due = performance.now() + wait;
+    if (this.timer && this.due <= due) return;
+    clearTimeout(this.timer);
+    this.due = due;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.tick();
+    }, wait);
+  }
+
   private tick(): void {
     void this.ensureWatcher().then(async () => {
+      this.arm();
       // While the watch is up, an idle tick costs one fstat: the full look (first-line hash,
       // read, truncation and rename checks) runs only when the file changed since the last
       // tick, which is also what a file system without inotify (NFS) shows.
@@ -565,6 +624,8 @@ export class FileReader implements Reader {
       return;
     }
     if (this.stopping || (this.watcher && this.watchedDirectory === ino)) return;
+    const complete = await watchSeesEveryWrite(this.directory);
+    if (this.stopping) return;
     this.closeWatcher();
     try {
       const watcher = watch(this.directory, { persistent: true }, (_event, name) =>
@@ -577,6 +638,7 @@ export class FileReader implements Reader {
       });
       this.watcher = watcher;
       this.watchedDirectory = ino;
+      this.watchComplete = complete;
       if (this.watchProblem) this.log.info(`file ${this.path}: watching ${this.directory} again`);
       this.watchProblem = undefined;
     } catch (error) {
@@ -590,6 +652,7 @@ export class FileReader implements Reader {
         `file ${this.path}: ${problem}; checking every ${this.statIntervalMs} ms instead`,
       );
     this.watchProblem = problem;
+    this.arm();
   }
 
   private onWatch(name: string | null): void {
@@ -609,7 +672,7 @@ export class FileReader implements Reader {
     this.closing ??= (async () => {
       this.stopping = true;
       this.closeWatcher();
-      clearInterval(this.timer);
+      clearTimeout(this.timer);
       clearTimeout(this.lazyPersist);
       this.lazyPersist = undefined;
       await this.pumping;
@@ -618,6 +681,7 @@ export class FileReader implements Reader {
       this.cur = undefined;
       await cur?.fh.close().catch(() => undefined);
       await this.persist();
+      this.statusChanges.check();
     })();
     return this.closing;
   }

@@ -31,6 +31,7 @@ import type { Logger } from "../log.js";
 import { JournalJsonError, parseJournalJson, quoteLine } from "./journal-json.js";
 import { LineSplitter } from "./lines.js";
 import { mayMatch, rawCursor, rawPrefilter } from "./prefilter.js";
+import { StatusChanges } from "./status.js";
 import type { EntrySink, LogEntry, Reader } from "./types.js";
 
 export interface JournalBackoff {
@@ -193,11 +194,13 @@ export class JournalReader implements Reader {
   private delay: number;
   private restartTimer: NodeJS.Timeout | undefined;
   private restartAt = 0;
+  private restartWait = 0;
   private problem: string | undefined;
   private stopping = false;
   private stopped: Promise<void> | undefined;
   private failure: unknown;
   private failed = false;
+  private readonly statusChanges = new StatusChanges(() => this.status());
 
   constructor(options: JournalReaderOptions) {
     validateMatches(options.matches);
@@ -219,9 +222,10 @@ export class JournalReader implements Reader {
     this.delay = this.initialDelay;
   }
 
-  async start(sink: EntrySink): Promise<void> {
+  async start(sink: EntrySink, statusChanged?: () => void): Promise<void> {
     if (this.sink) throw new Error("journal reader: already started");
     this.sink = sink;
+    this.statusChanges.listen(statusChanged);
     const cursor = await this.loadCursor();
     this.delivered = cursor;
     this.saved = cursor;
@@ -241,19 +245,20 @@ export class JournalReader implements Reader {
     return this.stopped;
   }
 
+  /** Times in it are absolute: the daemon sends it on when it changes, not every few seconds. */
   status(): string {
     if (this.failed) return `journal: stopped after the sink failed (${message(this.failure)})`;
     if (this.stopping) return "journal: stopped";
     if (this.restartTimer) {
-      const wait = formatDuration(this.restartAt - Date.now());
-      return `journal: ${this.problem}, restarting in ${wait}`;
+      const at = new Date(this.restartAt).toISOString();
+      return `journal: ${this.problem}, restarting in ${formatDuration(this.restartWait)} (at ${at})`;
     }
     const run = this.run;
     if (!run) return this.sink ? "journal: starting" : "journal: not started";
     const saved =
       this.savedAt === undefined
         ? "no cursor saved yet"
-        : `cursor saved ${formatDuration(Date.now() - this.savedAt)} ago`;
+        : `cursor saved at ${new Date(this.savedAt).toISOString()}`;
     if (run.phase === "catch-up")
       return `journal: catching up (${this.deliveredCount} entries delivered, ${saved})`;
     return `journal: following (${saved})`;
@@ -326,6 +331,7 @@ export class JournalReader implements Reader {
     child.on("error", (error) => {
       run.error ??= error;
     });
+    this.statusChanges.check();
     child.on("close", (code, signal) => {
       run.closed = true;
       run.code = code;
@@ -455,6 +461,7 @@ export class JournalReader implements Reader {
     }
     if (cursor !== undefined) this.delivered = cursor;
     this.deliveredCount += batch.length;
+    this.statusChanges.check();
     if (changed) await this.save();
     else this.scheduleSave();
   }
@@ -467,6 +474,7 @@ export class JournalReader implements Reader {
       `journal: the sink failed, reading stops; nothing after the last acknowledged entry is acknowledged: ${message(error)}`,
     );
     this.clearTimers();
+    this.statusChanges.check();
     const run = this.run;
     if (run && !run.closed) {
       run.child.stdout?.resume();
@@ -503,10 +511,12 @@ export class JournalReader implements Reader {
     this.log.error(`journal: ${what}, restarting in ${formatDuration(wait)}${tail}`);
     this.problem = what;
     this.restartAt = Date.now() + wait;
+    this.restartWait = wait;
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
       this.spawn("catch-up");
     }, wait);
+    this.statusChanges.check();
   }
 
   private scheduleSave(): void {
@@ -542,6 +552,7 @@ export class JournalReader implements Reader {
       await writeFileAtomic(this.stateFile, `${cursor}\n`);
       this.saved = cursor;
       this.savedAt = Date.now();
+      this.statusChanges.check();
       if (this.saveError !== undefined) {
         this.log.notice(`journal: the cursor is saved to ${this.stateFile} again`);
         this.saveError = undefined;
@@ -565,6 +576,7 @@ export class JournalReader implements Reader {
   private async shutdown(): Promise<void> {
     this.stopping = true;
     this.clearTimers();
+    this.statusChanges.check();
     this.pending = [];
     const run = this.run;
     if (run && !run.closed) {

@@ -18,8 +18,11 @@ export type LogEntry =
 export type EntrySink = (entries: LogEntry[]) => Promise<boolean>;
 
 export interface Reader {
-  /** Starts reading from the saved position (or the reader's first-start rule). */
-  start(sink: EntrySink): Promise<void>;
+  /**
+   * Starts reading from the saved position (or the reader's first-start rule). `statusChanged`
+   * is called whenever status() would now return another line (never for an unchanged one).
+   */
+  start(sink: EntrySink, statusChanged?: () => void): Promise<void>;
   /** Stops reading, waits for the batch in flight, and persists the last acknowledged position. */
   stop(): Promise<void>;
   /** One line for sd_notify STATUS and the log: what the reader is doing. */
