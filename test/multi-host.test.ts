@@ -23,7 +23,9 @@ const mapKeys = async (map: string) =>
     .filter((l) => l && !l.startsWith("#"))
     .map((l) => l.split(" ")[0]);
 
-describe("several hosts: a login on a POP host opens relay on an SMTP host, through Redis", () => {
+describe("several hosts: a login on a POP host opens relay on an SMTP host, through Redis", {
+  timeout: 180_000,
+}, () => {
   it("Dovecot on host A, Postfix with check_policy_service on host B, Redis restarted between", async (t) => {
     const reason = dovecotSkipReason() || postfixSkipReason() || redisSkipReason();
     if (reason) return t.skip(reason);

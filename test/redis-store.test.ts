@@ -63,7 +63,7 @@ describe("redis settings", () => {
   });
 });
 
-describe("redis spool", () => {
+describe("redis spool", { timeout: 120_000 }, () => {
   let server: RedisServer;
   let dir: string;
   let admin: Redis;

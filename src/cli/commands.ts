@@ -67,7 +67,7 @@ interface Opened {
 async function open(context: CommandContext): Promise<Opened> {
   const loaded = await loadConfig(context.configDir, context.instance);
   const { config } = loaded;
-  const store = openSpoolStore(config, context.log);
+  const store = await openSpoolStore(config, context.log);
   context.cleanup.push(() => store.close());
   return { loaded, relay: new RelayState(store, config.map, context.log) };
 }

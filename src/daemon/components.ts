@@ -93,7 +93,7 @@ export async function buildComponents(loaded: LoadedConfig, log: Logger): Promis
       allow: config.match.allow,
     });
   const name = loaded.instance || config.agent || "poprelay";
-  const store = openSpoolStore(config, log, name);
+  const store = await openSpoolStore(config, log, name);
   // The database (postmap) is rebuilt after the grant, so a login never waits for the one before.
   const relay = new RelayState(store, config.map, log, Date.now, { deferDatabase: true });
   const stateFile = (suffix: string) => join(config.state.directory, `${name}.${suffix}`);

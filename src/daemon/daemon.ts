@@ -2,10 +2,10 @@ import { mkdir } from "node:fs/promises";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { Logger } from "../log.js";
 import { parseListen } from "../policy/listen.js";
+import { liveLookup } from "../policy/lookup.js";
 import { PolicyServer } from "../policy/server.js";
 import type { LogEntry } from "../readers/types.js";
 import { MapWriteError, type RelayChange } from "../relay-state.js";
-import { findEntry } from "../spool/order.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { buildComponents, type Components } from "./components.js";
 import { monotonicUsec, type Notifier } from "./notify.js";
@@ -30,8 +30,6 @@ interface Counts {
   reloadError?: string;
 }
 
-// How often STATUS is compared with what was last sent.
-const STATUS_CHECK_MS = 5000;
 // After a failed map write, retry this often until one succeeds.
 const MAP_RETRY_MS = 10_000;
 // Rejections worth a warning: someone is trying something.
@@ -49,7 +47,6 @@ export class Daemon {
   private mapRetry: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
-  private statusCheck: NodeJS.Timeout | undefined;
   private lastStatus = "";
   /** The map's entries as of the last change, in address order: the policy service's answers. */
   private live: SpoolEntry[] = [];
@@ -81,8 +78,6 @@ export class Daemon {
       }
       this.startWatchdog();
       this.options.notifier.send({ READY: "1", STATUS: this.status() });
-      // Readers change state on their own (journalctl restarting, a file rotated): STATUS follows.
-      this.statusCheck = setInterval(() => this.publishStatus(), STATUS_CHECK_MS);
     });
   }
 
@@ -132,11 +127,16 @@ export class Daemon {
       // A database build under way finishes, so the database matches the text when we exit.
       await this.current?.relay.settled();
       this.unwatch?.();
-      await this.policy?.server.stop();
+      if (this.policy) {
+        const p = this.policy.server.stats();
+        this.options.log.info(
+          `policy service: ${p.requests} requests answered, ${p.ok} OK, ${p.dunno} DUNNO, ${p.errors} refused`,
+        );
+        await this.policy.server.stop();
+      }
       await this.current?.store.close();
       this.expiry.cancel();
-      for (const timer of [this.mapRetry, this.watchdog, this.statusTimer, this.statusCheck])
-        clearTimeout(timer);
+      for (const timer of [this.mapRetry, this.watchdog, this.statusTimer]) clearTimeout(timer);
       this.current = undefined;
     });
   }
@@ -155,10 +155,8 @@ export class Daemon {
       const store = this.current.store.status();
       if (store) parts.push(store);
     }
-    if (this.policy) {
-      const p = this.policy.server.stats();
-      parts.push(`policy: ${p.ok} OK, ${p.dunno} DUNNO, ${p.connections} connections`);
-    }
+    // Its counts change with every request: STATUS would follow them every second.
+    if (this.policy) parts.push(`policy service on ${this.policy.listen}`);
     if (c.mapError) parts.push(`DEGRADED: map not written: ${c.mapError}`);
     if (c.reloadError) parts.push(`reload failed: ${c.reloadError}`);
     return parts.join("; ");
@@ -185,7 +183,11 @@ export class Daemon {
     this.options.log.notice(
       `${next.name}: agent ${next.profile?.name ?? "none"}, ${next.source} input, ${config.spool.backend} spool, ${map}, relay period ${config.relay.period} s`,
     );
-    await next.reader.start((entries) => this.consume(next, entries));
+    // Readers change state on their own (journalctl restarting, a file rotated): STATUS follows.
+    await next.reader.start(
+      (entries) => this.consume(next, entries),
+      () => this.publishStatus(),
+    );
   }
 
   /**
@@ -199,7 +201,7 @@ export class Daemon {
     if (listen !== "") {
       const server = new PolicyServer({
         listen: parseListen(listen),
-        lookup: (ip) => (findEntry(this.live, ip)?.expires ?? 0) > Date.now(),
+        lookup: liveLookup(() => this.live),
         log: this.options.log,
       });
       await server.start();

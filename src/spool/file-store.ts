@@ -118,9 +118,16 @@ export class FileSpoolStore implements SpoolStore {
    */
   watch(listener: () => void): () => void {
     mkdirSync(this.options.directory, { recursive: true, mode: 0o750 });
-    // This process' own changes come back too: the stamp it left tells them apart.
+    // This process' own changes come back too: the stamp it left tells them apart. One write
+    // is several events (temp file, rename, lock file): they are looked at once, together.
+    let pending = false;
     const watcher = watch(this.options.directory, { persistent: false }, () => {
-      if (this.stamp === undefined || this.stamp !== this.peekStamp()) listener();
+      if (pending) return;
+      pending = true;
+      setImmediate(() => {
+        pending = false;
+        if (this.stamp === undefined || this.stamp !== this.peekStamp()) listener();
+      });
     });
     watcher.on("error", (error) =>
       this.options.log.warning(`spool ${this.options.directory}: watch failed: ${error.message}`),

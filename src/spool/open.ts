@@ -3,7 +3,6 @@ import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
 import { FileSpoolStore } from "./file-store.js";
 import { FileLock } from "./lock.js";
-import { RedisSpoolStore } from "./redis/store.js";
 import type { SpoolStore } from "./types.js";
 
 /**
@@ -11,10 +10,16 @@ import type { SpoolStore } from "./types.js";
  * change feed and keeps logins on disk while Redis is unreachable; the command line asks
  * Redis directly.
  */
-export function openSpoolStore(config: Config, log: Logger, follower?: string): SpoolStore {
+export async function openSpoolStore(
+  config: Config,
+  log: Logger,
+  follower?: string,
+): Promise<SpoolStore> {
   const legacyPeriod = config.relay.period;
   if (config.spool.backend === "file")
     return new FileSpoolStore({ directory: config.spool.directory, legacyPeriod, log });
+  // Loaded only here: the Redis client is a tenth of a second of every command's start-up.
+  const { RedisSpoolStore } = await import("./redis/store.js");
   return new RedisSpoolStore({
     redis: config.spool.redis,
     // Redis keeps the entries; the lock serializes this host's writers of the map.

@@ -53,7 +53,10 @@ export function connectRedis(config: RedisConfig, options: ConnectOptions): Redi
     return new Cluster(config.cluster.map(parseHostPort), {
       redisOptions: common,
       enableOfflineQueue: common.enableOfflineQueue,
-      clusterRetryStrategy: common.retryStrategy,
+      // The command line too tries a few times: a cluster may answer while it still settles.
+      clusterRetryStrategy: options.reconnect
+        ? common.retryStrategy
+        : (times) => (times > 3 ? null : 200),
     });
   }
   if (config.sentinels.length > 0) {
