@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
-import { run, scratch } from "./helpers.js";
+import { mapKeys, run, scratch } from "./helpers.js";
 import { startDaemon } from "./support/daemon.js";
 import { dovecotSkipReason, startDovecot, waitFor } from "./support/dovecot.js";
 import { ensureJournald, loggerLine } from "./support/journald.js";
@@ -35,12 +35,6 @@ async function configure(dir: string, input: string, extra = ""): Promise<Setup>
   await writeFile(join(dir, "conf.d", "50-test.yaml"), `${yaml}\n`);
   return { dir, map, log };
 }
-
-const mapKeys = async (map: string) =>
-  (await readFile(map, "utf8").catch(() => ""))
-    .split("\n")
-    .filter((l) => l && !l.startsWith("#"))
-    .map((l) => l.split(" ")[0]);
 
 /** Dovecot's own log line for a POP3 login, stamped now or `agoMs` earlier. */
 function loginLine(user: string, ip: string, agoMs = 0): string {

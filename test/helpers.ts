@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after } from "node:test";
@@ -62,3 +62,11 @@ export function run(
 
 export const poprelay = (args: readonly string[], env: NodeJS.ProcessEnv = {}) =>
   run(process.execPath, [CLI, ...args], env);
+
+/** The addresses in a text map whose lines start with the address (postfix, plain). */
+export async function mapKeys(map: string): Promise<string[]> {
+  return (await readFile(map, "utf8").catch(() => ""))
+    .split("\n")
+    .filter((l) => l && !l.startsWith("#"))
+    .map((l) => l.split(" ")[0] ?? "");
+}

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { scratch } from "./helpers.js";
+import { mapKeys, scratch } from "./helpers.js";
 import { startDaemon } from "./support/daemon.js";
 import { dovecotSkipReason, startDovecot, waitFor } from "./support/dovecot.js";
 import { pop3Login, smtpTryRelay } from "./support/mail-clients.js";
@@ -16,12 +16,6 @@ async function host(dir: string, lines: string[]): Promise<string> {
   await writeFile(join(dir, "conf.d", "50-test.yaml"), `${yaml}\n`);
   return dir;
 }
-
-const mapKeys = async (map: string) =>
-  (await readFile(map, "utf8").catch(() => ""))
-    .split("\n")
-    .filter((l) => l && !l.startsWith("#"))
-    .map((l) => l.split(" ")[0]);
 
 describe("several hosts: a login on a POP host opens relay on an SMTP host, through Redis", {
   timeout: 180_000,
