@@ -258,6 +258,39 @@ describe("redis spool", { timeout: 120_000 }, () => {
     assert.doesNotMatch(follower.status(), /waiting on disk/);
   });
 
+  it("a command that times out on a live connection: the login waits on disk, and the outage ends by itself", async (t) => {
+    const reason = redisSkipReason();
+    if (reason) return t.skip(reason);
+    const ns = namespace();
+    const { store: follower } = open(ns, true);
+    await follower.opened();
+    // Redis stalls writes for longer than spool.redis.timeout (1 s), the connection stays up.
+    await admin.client("PAUSE", 2500, "WRITE");
+    assert.deepEqual(await follower.put([entry("192.0.2.30")]), []);
+    assert.match(follower.status(), /^DEGRADED: .*timed out.*1 logins waiting on disk/);
+    await waitFor(
+      "the login to reach Redis once it answers again",
+      async () => ((await follower.list()).length === 1 ? true : undefined),
+      15_000,
+    );
+    await waitFor("the outage to end", () =>
+      follower.status().startsWith("DEGRADED") ? undefined : true,
+    );
+  });
+
+  it("a user name cut in the middle of a surrogate pair is stored, and stored again", async (t) => {
+    const reason = redisSkipReason();
+    if (reason) return t.skip(reason);
+    const { store } = open(namespace());
+    // 255 letters, then an emoji: cutting at 256 UTF-16 units would leave half of it.
+    const user = `${"a".repeat(255)}\u{1F600}tail`;
+    await store.put([entry("192.0.2.31", 60_000, user)]);
+    await store.put([entry("192.0.2.31", 0, user), entry("192.0.2.32", 0, "bob")]);
+    const stored = await store.list();
+    assert.deepEqual(ips(stored), ["192.0.2.31", "192.0.2.32"]);
+    assert.equal(stored[0]?.user, `${"a".repeat(255)}\u{1F600}`);
+  });
+
   it("a follower that never reached Redis knows nothing, and says so", async (t) => {
     const reason = redisSkipReason();
     if (reason) return t.skip(reason);

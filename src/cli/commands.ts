@@ -125,19 +125,23 @@ export const COMMANDS: Record<string, Command> = {
       await daemon.start();
       log.info(`running (notify: ${notifier.via}): ${daemon.status()}`);
       return new Promise<number>((resolve) => {
-        process.on("SIGHUP", () => {
-          daemon.reload().catch((error: Error) => log.error(`reload: ${error.message}`));
-        });
-        const stop = (signal: string) => {
-          log.notice(`${signal}: stopping`);
+        const stop = (why: string, code = 0) => {
+          log.notice(`${why}: stopping`);
           daemon.stop().then(
-            () => resolve(0),
+            () => resolve(code),
             (error: Error) => {
               log.error(`stopping: ${error.message}`);
               resolve(1);
             },
           );
         };
+        process.on("SIGHUP", () => {
+          // A reload that failed halfway left nothing reading: exit, and systemd restarts us.
+          daemon.reload().catch((error: Error) => {
+            log.error(`reload failed halfway: ${error.message}`);
+            stop("reload failed", 1);
+          });
+        });
         process.once("SIGTERM", () => stop("SIGTERM"));
         process.once("SIGINT", () => stop("SIGINT"));
       });

@@ -112,8 +112,17 @@ export class Daemon {
       await previous?.reader.stop();
       await previous?.relay.settled();
       this.counts.reloadError = undefined;
-      await this.bring(next);
-      await previous?.store.close();
+      try {
+        await this.bring(next);
+      } catch (error) {
+        // Halfway: the old reader is stopped and the new one did not start. Nothing reads the
+        // log any more; the caller stops the daemon so that systemd starts it afresh.
+        await next.store.close();
+        notifier.send({ READY: "1", STATUS: `reload failed halfway: ${(error as Error).message}` });
+        throw error;
+      } finally {
+        await previous?.store.close();
+      }
       log.notice(`reloaded the configuration from ${this.options.configDir}`);
       notifier.send({ READY: "1", STATUS: this.status() });
     });
@@ -179,6 +188,8 @@ export class Daemon {
     // READY=1 follows: the map and its database are both in place by then.
     await this.change(() => next.relay.expire(), true);
     this.unwatch = next.store.watch(() => this.refresh());
+    // The store may have learnt its state between opened() and the watch (Redis answering late).
+    this.refresh();
     const map = config.map.mta === "none" ? "no map" : `${config.map.mta} map ${config.map.file}`;
     this.options.log.notice(
       `${next.name}: agent ${next.profile?.name ?? "none"}, ${next.source} input, ${config.spool.backend} spool, ${map}, relay period ${config.relay.period} s`,

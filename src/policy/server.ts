@@ -35,6 +35,7 @@ export interface PolicyStats {
 }
 
 const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000;
+const MAX_CONNECTIONS = 1000;
 const OK = reply("OK");
 const DUNNO = reply("DUNNO");
 
@@ -52,6 +53,14 @@ export class PolicyServer {
     const { listen, log } = this.options;
     if (listen.kind === "unix") await removeStaleSocket(listen.path);
     const server = createServer((socket) => this.accept(socket));
+    // Each Postfix smtpd keeps one connection (default_process_limit is 100): this bounds what
+    // a peer that only opens connections can take from the daemon's descriptors.
+    server.maxConnections = MAX_CONNECTIONS;
+    server.on("drop", (peer) =>
+      log.warning(
+        `policy server: ${MAX_CONNECTIONS} connections open, refused ${peer?.remoteAddress ?? "a peer"}`,
+      ),
+    );
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error) =>
         reject(new Error(`cannot listen on ${describeListen(listen)}: ${error.message}`)),

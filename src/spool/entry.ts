@@ -7,11 +7,13 @@ import type { SpoolEntry } from "./types.js";
 
 // User names come from log lines: keep them printable and short in the spool.
 const MAX_USER_LENGTH = 256;
-const CONTROL = /[\p{Cc}\p{Cf}]/gu;
+// Control and format characters, and lone surrogates (JSON readers such as Redis' cjson refuse them).
+const CONTROL = /[\p{Cc}\p{Cf}\p{Cs}]/gu;
 
 /** Makes a user name safe to store and print: no control characters, bounded length. */
 export function sanitizeUser(user: string): string {
-  return user.replace(CONTROL, "?").slice(0, MAX_USER_LENGTH);
+  // Cut by code point: a cut between two halves of a surrogate pair would leave a lone one.
+  return Array.from(user.replace(CONTROL, "?")).slice(0, MAX_USER_LENGTH).join("");
 }
 
 /** The entry as it is stored: user and agent made safe. */

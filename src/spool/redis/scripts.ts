@@ -21,8 +21,8 @@ for i = 3, #KEYS do
   local current = redis.call('GET', KEYS[i])
   if current then
     local ok, cur = pcall(cjson.decode, current)
-    local nxt = cjson.decode(value)
-    if ok and type(cur) == 'table' and type(cur.login) == 'string' and type(cur.expires) == 'string' then
+    local ok2, nxt = pcall(cjson.decode, value)
+    if ok and ok2 and type(cur) == 'table' and type(cur.login) == 'string' and type(cur.expires) == 'string' then
       newer = nxt.login > cur.login or (nxt.login == cur.login and nxt.expires > cur.expires)
     end
   end

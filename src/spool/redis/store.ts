@@ -78,6 +78,9 @@ export class RedisSpoolStore implements SpoolStore {
   /** The last connection error, for the command line's messages. */
   private lastError: string | undefined;
   private closed = false;
+  /** Moves on with every sign of trouble: a full read begun before it proves nothing. */
+  private epoch = 0;
+  private counted: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: RedisSpoolOptions) {
     const { redis } = options;
@@ -111,13 +114,14 @@ export class RedisSpoolStore implements SpoolStore {
         client.on("ready", () => this.resync());
         client.on("close", () => this.unreachable("connection closed"));
       }
-      void this.countBacklog(options.follow);
+      this.counted = this.countBacklog(options.follow);
     }
   }
 
   /** Resolves once the state was read from Redis, or after spool.redis.timeout. */
   async opened(): Promise<void> {
     if (!this.options.follow) return;
+    await this.counted;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.options.redis.timeout * 1000);
@@ -176,7 +180,9 @@ export class RedisSpoolStore implements SpoolStore {
       }
       return changed;
     } catch (error) {
-      if (!follow || isScriptError(error)) throw this.failure(error);
+      if (!follow) throw this.failure(error);
+      // A timeout, a failover, READONLY, OOM...: the script is idempotent, so the batch waits
+      // on disk and is sent again, whether or not it got through.
       this.unreachable((error as Error).message);
       return this.toBacklog(follow, batch);
     }
@@ -282,12 +288,16 @@ export class RedisSpoolStore implements SpoolStore {
    * come in time (the subscription dropped), a full read will bring it.
    */
   private caughtUp(version: number): Promise<void> {
-    if (!this.options.follow || this.version >= version || this.closed) return Promise.resolve();
+    if (!this.options.follow || this.closed) return Promise.resolve();
+    if (version < this.version) {
+      // Redis' version went back (FLUSHDB, a failover to a stale replica): read it all again.
+      this.options.log.warning(`${this.where}: version ${version} is behind ${this.version}`);
+      this.resync();
+      return Promise.resolve();
+    }
+    if (this.version >= version) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const waiter = { version, resolve };
-      this.waiters.push(waiter);
-      setTimeout(() => {
-        if (!this.waiters.includes(waiter)) return;
+      const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== waiter);
         this.options.log.warning(
           `${this.where}: change ${version} did not come back on ${this.keys.channel}; reading everything again`,
@@ -295,6 +305,14 @@ export class RedisSpoolStore implements SpoolStore {
         this.resync();
         resolve();
       }, this.options.redis.timeout * 1000);
+      const waiter = {
+        version,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      this.waiters.push(waiter);
     });
   }
 
@@ -340,10 +358,7 @@ export class RedisSpoolStore implements SpoolStore {
     }
     clearTimeout(this.retry);
     this.resyncing = this.fullRead(this.options.follow)
-      .catch((error: Error) => {
-        this.unreachable(error.message);
-        this.retry = setTimeout(() => this.resync(), RESYNC_RETRY_MS);
-      })
+      .catch((error: Error) => this.unreachable(error.message))
       .finally(() => {
         this.resyncing = undefined;
         if (this.resyncAgain) {
@@ -353,48 +368,84 @@ export class RedisSpoolStore implements SpoolStore {
       });
   }
 
-  private async fullRead(backlog: Backlog): Promise<void> {
-    if (this.client.status !== "ready" || this.subscriber?.status !== "ready") return;
-    // Subscribed before the read, so no change after it is missed (a repeat is harmless).
-    await this.subscriber.subscribe(this.keys.channel);
-    await this.sendBacklog(backlog);
-    this.buffered = [];
-    let snapshot: { version: number; entries: SpoolEntry[] };
-    try {
-      snapshot = await this.snapshot(Date.now());
-    } catch (error) {
+  /**
+   * Under the lock, so no login goes to the backlog while it is being sent, and none is
+   * granted from a state about to be replaced.
+   */
+  private fullRead(backlog: Backlog): Promise<void> {
+    return this.options.lock.run(async () => {
+      const subscriber = this.subscriber;
+      if (this.closed || this.client.status !== "ready" || subscriber?.status !== "ready") return;
+      const epoch = this.epoch;
+      // Subscribed before the read, so no change after it is missed (a repeat is harmless).
+      await subscriber.subscribe(this.keys.channel);
+      await this.sendBacklog(backlog);
+      this.buffered = [];
+      let snapshot: { version: number; entries: SpoolEntry[] };
+      try {
+        snapshot = await this.snapshot(Date.now());
+      } catch (error) {
+        this.buffered = undefined;
+        throw error;
+      }
+      const buffered = this.buffered;
       this.buffered = undefined;
-      throw error;
-    }
-    const buffered = this.buffered;
-    this.buffered = undefined;
-    this.state = new SortedEntries(snapshot.entries);
-    this.version = snapshot.version;
-    for (const message of buffered) this.apply(message);
-    if (this.outage) {
-      const seconds = Math.round((Date.now() - this.outage.since) / 1000);
-      this.options.log.notice(`${this.where}: reachable again after ${seconds} s`);
-      this.outage = undefined;
-    }
-    this.options.log.info(
-      `${this.where}: ${this.state.size} entries read at version ${this.version}`,
-    );
-    this.firstSync.resolve();
-    this.settleWaiters();
-    this.changed();
+      this.state = new SortedEntries(snapshot.entries);
+      this.version = snapshot.version;
+      for (const message of buffered) this.apply(message);
+      this.options.log.info(
+        `${this.where}: ${this.state.size} entries read at version ${this.version}`,
+      );
+      // Trouble during the read (the feed dropped): the state is read, but not yet followed.
+      if (this.outage && epoch === this.epoch) {
+        const seconds = Math.round((Date.now() - this.outage.since) / 1000);
+        this.options.log.notice(`${this.where}: reachable again after ${seconds} s`);
+        this.outage = undefined;
+      }
+      this.firstSync.resolve();
+      this.settleWaiters();
+      this.changed();
+    });
   }
 
   private async sendBacklog(backlog: Backlog): Promise<void> {
+    const now = Date.now();
     const waiting = await backlog.store.list();
     if (waiting.length === 0) return;
+    let sent = 0;
     for (let i = 0; i < waiting.length; i += CHUNK) {
       const chunk = waiting.slice(i, i + CHUNK);
-      await this.putRemote(chunk);
-      const sent = chunk.map((e) => e.ip);
-      await backlog.store.remove(sent);
-      for (const ip of sent) this.waiting.delete(ip);
+      // Expired while it waited: nothing to send.
+      const live = chunk.filter((e) => e.expires > now);
+      try {
+        if (live.length > 0) await this.putRemote(live);
+        sent += live.length;
+      } catch (error) {
+        if (!isScriptError(error)) throw error;
+        sent += await this.sendOneByOne(live);
+      }
+      const done = chunk.map((e) => e.ip);
+      await backlog.store.remove(done);
+      for (const ip of done) this.waiting.delete(ip);
     }
-    this.options.log.notice(`${this.where}: sent ${waiting.length} logins kept on disk`);
+    this.options.log.notice(`${this.where}: sent ${sent} logins kept on disk`);
+  }
+
+  /** A chunk Redis refused: each entry alone, so one it never takes cannot hold back the rest. */
+  private async sendOneByOne(entries: SpoolEntry[]): Promise<number> {
+    let sent = 0;
+    for (const entry of entries) {
+      try {
+        await this.putRemote([entry]);
+        sent++;
+      } catch (error) {
+        if (!isScriptError(error)) throw error;
+        this.options.log.error(
+          `${this.where} refused the login of ${JSON.stringify(entry.user)} from ${entry.ip}: ${(error as Error).message}`,
+        );
+      }
+    }
+    return sent;
   }
 
   private async toBacklog(backlog: Backlog, batch: SpoolEntry[]): Promise<SpoolEntry[]> {
@@ -478,6 +529,7 @@ export class RedisSpoolStore implements SpoolStore {
 
   private unreachable(reason: string): void {
     if (this.closed || !this.options.follow) return;
+    this.epoch++;
     if (!this.outage) {
       this.outage = { since: Date.now(), reason };
       this.options.log.error(
@@ -487,6 +539,10 @@ export class RedisSpoolStore implements SpoolStore {
     } else {
       this.outage.reason = reason;
     }
+    // A command failed but the connections stand (a timeout, a failover): no "ready" will come
+    // to end the outage, so try a full read in a while.
+    clearTimeout(this.retry);
+    this.retry = setTimeout(() => this.resync(), RESYNC_RETRY_MS);
   }
 
   private failure(error: unknown): Error {
