@@ -107,6 +107,7 @@ describe("redis spool", { timeout: 120_000 }, () => {
               log,
             }),
             limit: 3,
+            lastKnown: join(dir, `${namespace}.state`),
           }
         : undefined,
     });
@@ -215,6 +216,7 @@ describe("redis spool", { timeout: 120_000 }, () => {
       follow: {
         store: new FileSpoolStore({ directory: backlogDir, legacyPeriod: 600, log }),
         limit: 3,
+        lastKnown: join(dir, `${ns}.state`),
       },
     });
     t.after(() => follower.close());
@@ -302,12 +304,40 @@ describe("redis spool", { timeout: 120_000 }, () => {
       follow: {
         store: new FileSpoolStore({ directory: join(dir, "nowhere"), legacyPeriod: 600, log }),
         limit: 3,
+        lastKnown: join(dir, "nowhere.state"),
       },
     });
     t.after(() => follower.close());
     await follower.opened();
     assert.equal(follower.known(), false);
     assert.match(follower.status(), /^DEGRADED: redis redis:\/\/127\.0\.0\.1:1\/0 unreachable/);
+  });
+
+  it("a follower starting while Redis is unreachable works from the state it left at its last stop", async (t) => {
+    const reason = redisSkipReason();
+    if (reason) return t.skip(reason);
+    const ns = namespace();
+    const { store: first } = open(ns, true);
+    await first.opened();
+    await first.put([entry("192.0.2.40"), entry("192.0.2.41", 0, "short", 1500)]);
+    await first.close();
+    await new Promise((resolve) => setTimeout(resolve, 1600));
+    const log = memoryLogger();
+    const later = new RedisSpoolStore({
+      redis: { ...config(ns), url: "redis://127.0.0.1:1/0" },
+      lock: new FileLock(join(dir, `${ns}.later.lock`)),
+      log,
+      follow: {
+        store: new FileSpoolStore({ directory: join(dir, `${ns}.later`), legacyPeriod: 600, log }),
+        limit: 3,
+        lastKnown: join(dir, `${ns}.state`),
+      },
+    });
+    t.after(() => later.close());
+    await later.opened();
+    assert.ok(later.known(), "it knows what it held");
+    assert.deepEqual(ips(await later.list()), ["192.0.2.40"], "the expired one is gone");
+    assert.match(later.status(), /^DEGRADED/);
   });
 
   it("the command line gets a clear error when Redis cannot be reached", async (t) => {

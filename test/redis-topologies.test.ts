@@ -45,6 +45,7 @@ function stores(t: TestContext, dir: string, redis: RedisConfig) {
     follow: {
       store: new FileSpoolStore({ directory: join(dir, "backlog"), legacyPeriod: 600, log }),
       limit: 10,
+      lastKnown: join(dir, "follower.state"),
     },
   });
   const direct = new RedisSpoolStore({ redis, lock: new FileLock(join(dir, "cli.lock")), log });

@@ -112,6 +112,8 @@ export class Daemon {
       await previous?.reader.stop();
       await previous?.relay.settled();
       this.counts.reloadError = undefined;
+      // Closed first: it leaves the state it knew for the new store, should Redis not answer.
+      await previous?.store.close();
       try {
         await this.bring(next);
       } catch (error) {
@@ -120,8 +122,6 @@ export class Daemon {
         await next.store.close();
         notifier.send({ READY: "1", STATUS: `reload failed halfway: ${(error as Error).message}` });
         throw error;
-      } finally {
-        await previous?.store.close();
       }
       log.notice(`reloaded the configuration from ${this.options.configDir}`);
       notifier.send({ READY: "1", STATUS: this.status() });

@@ -35,6 +35,7 @@ export async function openSpoolStore(
               log,
             }),
             limit: config.spool.redis.backlog,
+            lastKnown: join(config.state.directory, `${follower}.redis-state`),
           },
   });
 }

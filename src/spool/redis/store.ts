@@ -1,4 +1,6 @@
+import { readFile } from "node:fs/promises";
 import type { RedisConfig } from "../../config/types.js";
+import { writeFileAtomic } from "../../fs/atomic.js";
 import type { Logger } from "../../log.js";
 import {
   assertKey,
@@ -15,11 +17,18 @@ import { connectRedis, describeRedis, type RedisClient } from "./connect.js";
 import { type FeedMessage, parseFeedMessage } from "./feed.js";
 import { PUT, REMOVE } from "./scripts.js";
 
-/** Logins the daemon keeps on local disk while Redis cannot be reached. */
+/** What the daemon keeps on local disk for the times Redis cannot be reached. */
 export interface Backlog {
+  /** Logins made meanwhile. */
   store: FileSpoolStore;
   /** At most this many addresses. */
   limit: number;
+  /**
+   * The state as last known, written when the store closes (a stop, a restart, a reload), so
+   * that a daemon starting while Redis is unreachable still knows what its map holds and
+   * expires it on time.
+   */
+  lastKnown: string;
 }
 
 export interface RedisSpoolOptions {
@@ -128,6 +137,7 @@ export class RedisSpoolStore implements SpoolStore {
     });
     await Promise.race([this.firstSync.promise, timeout]);
     clearTimeout(timer);
+    if (!this.state) await this.loadLastKnown(this.options.follow.lastKnown);
   }
 
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -159,6 +169,41 @@ export class RedisSpoolStore implements SpoolStore {
     clearTimeout(this.retry);
     for (const client of [this.client, this.subscriber]) client?.disconnect();
     for (const waiter of this.waiters.splice(0)) waiter.resolve();
+    const follow = this.options.follow;
+    if (follow && this.state) {
+      const entries = Object.fromEntries(
+        this.state.list().map((e) => [e.ip, JSON.parse(serializeEntry(e)) as unknown]),
+      );
+      await writeFileAtomic(follow.lastKnown, `${JSON.stringify(entries)}\n`, 0o640).catch(
+        (error: Error) => this.options.log.error(`${follow.lastKnown}: ${error.message}`),
+      );
+    }
+  }
+
+  /** The state a previous run left, unexpired entries only; Redis' replaces it when it answers. */
+  private async loadLastKnown(path: string): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(path, "utf8");
+    } catch {
+      return;
+    }
+    const now = Date.now();
+    const entries: SpoolEntry[] = [];
+    try {
+      for (const [ip, record] of Object.entries(JSON.parse(text) as Record<string, unknown>)) {
+        const entry = entryFromRecord(ip, record);
+        if (entry && entry.expires > now) entries.push(entry);
+      }
+    } catch {
+      this.options.log.warning(`${path}: not a state poprelay wrote; ignored`);
+      return;
+    }
+    // Version 0: the first change from the channel is a gap, and a full read follows.
+    this.state = new SortedEntries(entries);
+    this.options.log.warning(
+      `${this.where} not read yet: working from the ${entries.length} entries it held when it last stopped`,
+    );
   }
 
   async put(entries: readonly SpoolEntry[]): Promise<SpoolEntry[]> {
