@@ -23,7 +23,6 @@ interface Counts {
   logins: number;
   rejected: Record<string, number>;
   last?: { user: string; ip: string; time: number };
-  live: number;
   /** Set while the map could not be written; cleared by the next good write. */
   mapError?: string;
   /** Set while a reload failed and the previous configuration is still in use. */
@@ -42,7 +41,7 @@ const SUSPICIOUS = new Set(["spoof", "ambiguous"]);
  */
 export class Daemon {
   private current: Components | undefined;
-  private readonly counts: Counts = { lines: 0, logins: 0, rejected: {}, live: 0 };
+  private readonly counts: Counts = { lines: 0, logins: 0, rejected: {} };
   private readonly expiry: ExpiryTimer;
   private mapRetry: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
@@ -154,7 +153,7 @@ export class Daemon {
   status(): string {
     const c = this.counts;
     const parts = [
-      `${c.live} ${c.live === 1 ? "relay" : "relays"} active`,
+      `${this.live.length} ${this.live.length === 1 ? "relay" : "relays"} active`,
       `${c.logins} logins seen`,
     ];
     if (c.last)
@@ -302,7 +301,7 @@ export class Daemon {
       this.applied(change);
       // The database is rebuilt after the spool change and the text: a failure comes later.
       const database = change.database?.then(
-        () => this.databaseWritten(),
+        () => this.mapWritten(),
         (error: unknown) => this.mapFailed(error),
       );
       if (waitForDatabase) await database;
@@ -326,7 +325,8 @@ export class Daemon {
     }, MAP_RETRY_MS);
   }
 
-  private databaseWritten(): void {
+  /** A whole map (text and database) is in place: a failure before it is over. */
+  private mapWritten(): void {
     if (!this.counts.mapError) return;
     this.options.log.notice("the map is written again");
     this.counts.mapError = undefined;
@@ -334,13 +334,9 @@ export class Daemon {
   }
 
   private applied(change: RelayChange<unknown>): void {
-    this.counts.live = change.live.length;
     this.live = change.live;
     // With a database still to build, its outcome says whether the map is whole again.
-    if (!change.database && this.counts.mapError) {
-      this.options.log.notice("the map is written again");
-      this.counts.mapError = undefined;
-    }
+    if (!change.database) this.mapWritten();
     this.expiry.schedule(change.nextExpiry);
     this.publishStatus();
   }

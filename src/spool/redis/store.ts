@@ -6,6 +6,7 @@ import {
   assertKey,
   entryFromRecord,
   latestPerIp,
+  parseEntry,
   sanitizeEntry,
   serializeEntry,
 } from "../entry.js";
@@ -171,10 +172,9 @@ export class RedisSpoolStore implements SpoolStore {
     for (const waiter of this.waiters.splice(0)) waiter.resolve();
     const follow = this.options.follow;
     if (follow && this.state) {
-      const entries = Object.fromEntries(
-        this.state.list().map((e) => [e.ip, JSON.parse(serializeEntry(e)) as unknown]),
-      );
-      await writeFileAtomic(follow.lastKnown, `${JSON.stringify(entries)}\n`, 0o640).catch(
+      // One object by address, each entry in its stored form (as the change channel has them).
+      const entries = this.state.list().map((e) => `${JSON.stringify(e.ip)}:${serializeEntry(e)}`);
+      await writeFileAtomic(follow.lastKnown, `{${entries.join(",")}}\n`, 0o640).catch(
         (error: Error) => this.options.log.error(`${follow.lastKnown}: ${error.message}`),
       );
     }
@@ -385,7 +385,8 @@ export class RedisSpoolStore implements SpoolStore {
       chunk.forEach((ip, j) => {
         const text = values[j];
         if (text === null || text === undefined) return;
-        const entry = decodeStored(ip, text);
+        // Checked as hostile: anyone with access to Redis could have written it.
+        const entry = parseEntry(ip, text);
         if (entry) found.set(ip, entry);
         else
           this.options.log.warning(`${this.where}: ignoring ${this.keys.entry}${ip}: not an entry`);
@@ -594,15 +595,6 @@ export class RedisSpoolStore implements SpoolStore {
     const message = (error as Error).message;
     const reason = this.lastError && this.lastError !== message ? ` (${this.lastError})` : "";
     return new Error(`${this.where}: ${message}${reason}`, { cause: error });
-  }
-}
-
-/** A stored value read back, checked as hostile: anyone with access to Redis could write it. */
-function decodeStored(ip: string, text: string): SpoolEntry | undefined {
-  try {
-    return entryFromRecord(ip, JSON.parse(text));
-  } catch {
-    return undefined;
   }
 }
 
