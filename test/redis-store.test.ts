@@ -5,15 +5,12 @@ import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import type { RedisConfig } from "../src/config/types.js";
 import { memoryLogger } from "../src/log.js";
-import { FileSpoolStore } from "../src/spool/file-store.js";
-import { FileLock } from "../src/spool/lock.js";
 import { parseRedisUrl, redactRedisUrl } from "../src/spool/redis/address.js";
 import { parseFeedMessage } from "../src/spool/redis/feed.js";
-import { RedisSpoolStore } from "../src/spool/redis/store.js";
 import type { SpoolEntry } from "../src/spool/types.js";
 import { configDir, poprelay, scratch } from "./helpers.js";
 import { waitFor } from "./support/dovecot.js";
-import { type RedisServer, redisSkipReason, startRedis } from "./support/redis.js";
+import { type RedisServer, redisSkipReason, redisStore, startRedis } from "./support/redis.js";
 
 const entry = (ip: string, loginAgoMs = 0, user = "alice", periodMs = 600_000): SpoolEntry => {
   const login = Date.now() - loginAgoMs;
@@ -95,21 +92,12 @@ describe("redis spool", { timeout: 120_000 }, () => {
   /** A store on a namespace of its own; `follow` makes it a daemon's follower with a backlog. */
   function open(namespace: string, follow = false) {
     const log = memoryLogger();
-    const store = new RedisSpoolStore({
+    const store = redisStore({
       redis: config(namespace),
-      lock: new FileLock(join(dir, `${namespace}.lock`)),
+      dir,
+      name: namespace,
       log,
-      follow: follow
-        ? {
-            store: new FileSpoolStore({
-              directory: join(dir, `${namespace}.backlog`),
-              legacyPeriod: 600,
-              log,
-            }),
-            limit: 3,
-            lastKnown: join(dir, `${namespace}.state`),
-          }
-        : undefined,
+      backlog: follow ? 3 : undefined,
     });
     after(() => store.close());
     return { store, log };
@@ -209,15 +197,12 @@ describe("redis spool", { timeout: 120_000 }, () => {
     const ns = namespace();
     const log = memoryLogger();
     const backlogDir = join(dir, `${ns}.backlog`);
-    const follower = new RedisSpoolStore({
+    const follower = redisStore({
       redis: { ...config(ns), url: own.url },
-      lock: new FileLock(join(dir, `${ns}.lock`)),
+      dir,
+      name: ns,
       log,
-      follow: {
-        store: new FileSpoolStore({ directory: backlogDir, legacyPeriod: 600, log }),
-        limit: 3,
-        lastKnown: join(dir, `${ns}.state`),
-      },
+      backlog: 3,
     });
     t.after(() => follower.close());
     await follower.opened();
@@ -296,16 +281,11 @@ describe("redis spool", { timeout: 120_000 }, () => {
   it("a follower that never reached Redis knows nothing, and says so", async (t) => {
     const reason = redisSkipReason();
     if (reason) return t.skip(reason);
-    const log = memoryLogger();
-    const follower = new RedisSpoolStore({
+    const follower = redisStore({
       redis: { ...config(namespace()), url: "redis://127.0.0.1:1/0" },
-      lock: new FileLock(join(dir, "nowhere.lock")),
-      log,
-      follow: {
-        store: new FileSpoolStore({ directory: join(dir, "nowhere"), legacyPeriod: 600, log }),
-        limit: 3,
-        lastKnown: join(dir, "nowhere.state"),
-      },
+      dir,
+      name: "nowhere",
+      backlog: 3,
     });
     t.after(() => follower.close());
     await follower.opened();
@@ -322,16 +302,12 @@ describe("redis spool", { timeout: 120_000 }, () => {
     await first.put([entry("192.0.2.40"), entry("192.0.2.41", 0, "short", 1500)]);
     await first.close();
     await new Promise((resolve) => setTimeout(resolve, 1600));
-    const log = memoryLogger();
-    const later = new RedisSpoolStore({
+    // The same name: the same state file, left by the first when it closed.
+    const later = redisStore({
       redis: { ...config(ns), url: "redis://127.0.0.1:1/0" },
-      lock: new FileLock(join(dir, `${ns}.later.lock`)),
-      log,
-      follow: {
-        store: new FileSpoolStore({ directory: join(dir, `${ns}.later`), legacyPeriod: 600, log }),
-        limit: 3,
-        lastKnown: join(dir, `${ns}.state`),
-      },
+      dir,
+      name: ns,
+      backlog: 3,
     });
     t.after(() => later.close());
     await later.opened();
@@ -343,10 +319,10 @@ describe("redis spool", { timeout: 120_000 }, () => {
   it("the command line gets a clear error when Redis cannot be reached", async (t) => {
     const reason = redisSkipReason();
     if (reason) return t.skip(reason);
-    const store = new RedisSpoolStore({
+    const store = redisStore({
       redis: { ...config("x"), url: "redis://:secret@127.0.0.1:1/0" },
-      lock: new FileLock(join(dir, "cli.lock")),
-      log: memoryLogger(),
+      dir,
+      name: "cli",
     });
     t.after(() => store.close());
     await assert.rejects(store.list(), (error: Error) => {

@@ -10,12 +10,10 @@ import { describe, it, type TestContext } from "node:test";
 import { promisify } from "node:util";
 import type { RedisConfig } from "../src/config/types.js";
 import { memoryLogger } from "../src/log.js";
-import { FileSpoolStore } from "../src/spool/file-store.js";
-import { FileLock } from "../src/spool/lock.js";
-import { RedisSpoolStore } from "../src/spool/redis/store.js";
+import type { RedisSpoolStore } from "../src/spool/redis/store.js";
 import { scratch } from "./helpers.js";
 import { waitFor } from "./support/dovecot.js";
-import { freePort, REDIS_CLI, redisSkipReason, startRedis } from "./support/redis.js";
+import { freePort, REDIS_CLI, redisSkipReason, redisStore, startRedis } from "./support/redis.js";
 
 const exec = promisify(execFile);
 
@@ -38,17 +36,8 @@ const base: RedisConfig = {
 /** A follower (a daemon's view) and a direct store (the command line's) on the same Redis. */
 function stores(t: TestContext, dir: string, redis: RedisConfig) {
   const log = memoryLogger();
-  const follower = new RedisSpoolStore({
-    redis,
-    lock: new FileLock(join(dir, "follower.lock")),
-    log,
-    follow: {
-      store: new FileSpoolStore({ directory: join(dir, "backlog"), legacyPeriod: 600, log }),
-      limit: 10,
-      lastKnown: join(dir, "follower.state"),
-    },
-  });
-  const direct = new RedisSpoolStore({ redis, lock: new FileLock(join(dir, "cli.lock")), log });
+  const follower = redisStore({ redis, dir, name: "follower", log, backlog: 10 });
+  const direct = redisStore({ redis, dir, name: "cli", log });
   t.after(async () => {
     await follower.close();
     await direct.close();
@@ -159,11 +148,7 @@ describe("ways to reach Redis", { timeout: 60_000 }, () => {
         /WRONGPASS|invalid password/i,
       ],
     ] as const) {
-      const store = new RedisSpoolStore({
-        redis: config,
-        lock: new FileLock(file("x.lock")),
-        log: memoryLogger(),
-      });
+      const store = redisStore({ redis: config, dir, name: "x" });
       t.after(() => store.close());
       await assert.rejects(store.list(), (e: Error) => {
         assert.match(e.message, error);

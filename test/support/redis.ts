@@ -1,5 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
+import { join } from "node:path";
+import type { RedisConfig } from "../../src/config/types.js";
+import { type Logger, memoryLogger } from "../../src/log.js";
+import { FileSpoolStore } from "../../src/spool/file-store.js";
+import { FileLock } from "../../src/spool/lock.js";
+import { RedisSpoolStore } from "../../src/spool/redis/store.js";
 import { skipReason, waitFor } from "./dovecot.js";
 
 export const REDIS_SERVER = "/usr/bin/redis-server";
@@ -84,4 +90,37 @@ export async function startRedis(dir: string, options: RedisOptions = {}): Promi
   };
   await start();
   return { port, url: `redis://127.0.0.1:${port}/0`, stop, start };
+}
+
+export interface StoreOptions {
+  redis: RedisConfig;
+  /** Where its files go, each named after `name`: NAME.lock, NAME.backlog/, NAME.state. */
+  dir: string;
+  name: string;
+  log?: Logger;
+  /** A follower (the daemon's store) with a backlog of this many logins; else the command line's. */
+  backlog?: number;
+}
+
+/** A RedisSpoolStore as open.ts builds one, with its local files in a scratch directory. */
+export function redisStore(options: StoreOptions): RedisSpoolStore {
+  const { redis, dir, name, backlog } = options;
+  const log = options.log ?? memoryLogger();
+  return new RedisSpoolStore({
+    redis,
+    lock: new FileLock(join(dir, `${name}.lock`)),
+    log,
+    follow:
+      backlog === undefined
+        ? undefined
+        : {
+            store: new FileSpoolStore({
+              directory: join(dir, `${name}.backlog`),
+              legacyPeriod: 600,
+              log,
+            }),
+            limit: backlog,
+            lastKnown: join(dir, `${name}.state`),
+          },
+  });
 }
