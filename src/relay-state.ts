@@ -112,7 +112,7 @@ export class RelayState {
       let staged: StagedMap;
       try {
         if (!this.store.known() || this.map.mta === "none") {
-          // Shared state not read yet: the map stays as it is until it is.
+          // No map (map.mta: none), or shared state not read yet: the map stays as it is.
           staged = {
             result: { changed: false, entries: live.length, file: this.map.file, products: [] },
           };
