@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { dovecot } from "../src/matcher/agents/dovecot.js";
+import { builtinAgent } from "../src/matcher/agents.js";
 import { parseFieldList } from "../src/matcher/fields.js";
 import { createMatcher } from "../src/matcher/matcher.js";
 import type { AgentProfile } from "../src/matcher/profile.js";
 import { parseTextLine } from "../src/matcher/text-line.js";
 import type { LogEntry } from "../src/readers/types.js";
+
+const dovecot = builtinAgent("dovecot");
 
 const line = (text: string): LogEntry => ({ kind: "line", text });
 const login = (ip: string, stamp = "Nov 24 03:12:01") =>
@@ -211,7 +213,7 @@ describe("two-line logins (address and user on separate lines of one process)", 
     journal: [{ _EXE: "/usr/sbin/srv" }],
     prefilter: "",
     patterns: [/^Authentication passed for (?<user>\S+)$/],
-    session: { address: [/^Session from (?<ip>[\d.]+)$/], windowSeconds: 60 },
+    correlate: { address: [/^Session from (?<ip>[\d.]+)$/], windowSeconds: 60 },
   };
   const at = (s: number) => `Nov 24 03:00:${String(s).padStart(2, "0")}`;
   const now = new Date(2026, 10, 24, 12, 0, 0);

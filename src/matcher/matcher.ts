@@ -26,7 +26,7 @@ export type Rejection =
   | "spoof" // the right text from the wrong program
   | "ambiguous" // a field the server writes once appears twice: injected through the user name
   | "no-ip" // a login line without a usable client address
-  | "pending" // an address line, remembered until its login line (see AgentProfile.session)
+  | "pending" // an address line, remembered until its login line (see AgentProfile.correlate)
   | "ignored" // the address is in match.ignore
   | "not-allowed"; // match.allow is set and the address is not in it
 
@@ -54,7 +54,9 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
   const allowed = options.allow.length > 0 ? networkMatcher(options.allow) : () => true;
   const programs = new Set(profile.programs);
   const sessions =
-    profile.session && !custom ? new SessionTable(profile.session.windowSeconds * 1000) : undefined;
+    profile.correlate && !custom
+      ? new SessionTable(profile.correlate.windowSeconds * 1000)
+      : undefined;
 
   return (entry, now) => {
     // The cheapest test first: most lines in a mail log are not logins at all.
@@ -65,8 +67,8 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
     const subject = custom && record.line !== undefined ? record.line : record.message;
     const match = firstMatch(patterns, subject);
     const address =
-      !match && sessions && profile.session
-        ? firstMatch(profile.session.address, subject)
+      !match && sessions && profile.correlate
+        ? firstMatch(profile.correlate.address, subject)
         : undefined;
     if (!match && !address) return { accepted: false, reason: "no-match", record };
 
