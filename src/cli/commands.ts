@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
 import { canonicalIp } from "../address/ip.js";
 import { importLegacy } from "../config/legacy.js";
 import {
@@ -16,7 +16,7 @@ import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
 import { checkMapTools } from "../maps/settings.js";
 import type { MapWriteResult } from "../maps/write.js";
-import { loadAllAgents } from "../matcher/agents.js";
+import { builtinAgents, loadAllAgents, siteAgentsDir } from "../matcher/agents.js";
 import { readSamples, runSamples } from "../matcher/samples.js";
 import { RelayState } from "../relay-state.js";
 import { openSpoolStore } from "../spool/open.js";
@@ -30,6 +30,28 @@ const PROVENANCE = {
   source: "read from source (not captured)",
   both: "captured, and read from source",
 } as const;
+
+/**
+ * Writes an imported site profile into CONFIG_DIR/agents.d, never over a different file of the
+ * same name (the admin's own, or an earlier import they edited).
+ */
+async function writeSiteProfile(
+  configDir: string,
+  profile: NonNullable<ReturnType<typeof importLegacy>["profile"]>,
+  log: Logger,
+): Promise<void> {
+  const path = join(siteAgentsDir(configDir), basename(profile.file));
+  const existing = await readFile(path, "utf8").catch(() => undefined);
+  if (existing !== undefined && existing !== profile.yaml)
+    throw new ConfigError([
+      `${path}: exists and differs from the imported profile; move it away, or compare it with the import and keep yours`,
+    ]);
+  if (existing === undefined) {
+    await mkdir(siteAgentsDir(configDir), { recursive: true });
+    await writeFile(path, profile.yaml, { flag: "wx" });
+  }
+  log.notice(`wrote the site profile ${path} (program ${profile.program})`);
+}
 
 /**
  * Validates every agent profile (built-in and the site's) and runs each one's samples; throws
@@ -359,7 +381,8 @@ export const COMMANDS: Record<string, Command> = {
   }),
   "import-legacy": command({
     args: "FILE",
-    summary: "print a Mail::POPRelay config as YAML for conf.d",
+    summary:
+      "print a Mail::POPRelay config as YAML for conf.d; its mailLogRegExp becomes a site profile in agents.d",
     takes: [],
     arity: [1, 1],
     async run(context) {
@@ -367,7 +390,8 @@ export const COMMANDS: Record<string, Command> = {
       const text = await readFile(file, "utf8").catch((error: Error) => {
         throw new Error(`${file}: cannot read: ${error.message}`);
       });
-      const result = importLegacy(text, file);
+      const result = importLegacy(text, file, builtinAgents());
+      if (result.profile) await writeSiteProfile(context.configDir, result.profile, context.log);
       context.out(result.yaml);
       for (const note of result.notes) context.log.warning(note);
       return 0;

@@ -36,7 +36,12 @@ export type Verdict =
 
 export interface MatcherOptions {
   profile: AgentProfile;
-  /** match.regex: replaces the profile's patterns; run over whole lines for text input. */
+  /**
+   * match.regex: replaces the profile's patterns. Like them it runs on the message only (the
+   * text after the tag, or MESSAGE), and only on lines of the profile's programs or trust
+   * rules: another program's line that quotes a login (a Postfix reject line with a crafted
+   * MAIL FROM) grants nothing.
+   */
   regex?: string;
   ignore: readonly string[];
   allow: readonly string[];
@@ -64,7 +69,7 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
       return { accepted: false, reason: "no-match" };
     const record = toRecord(entry, now);
     if (!record) return { accepted: false, reason: "unparsed" };
-    const subject = custom && record.line !== undefined ? record.line : record.message;
+    const subject = record.message;
     const match = firstMatch(patterns, subject);
     const address =
       !match && sessions && profile.correlate
@@ -72,7 +77,7 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
         : undefined;
     if (!match && !address) return { accepted: false, reason: "no-match", record };
 
-    const trust = trustProblem(profile, programs, record, custom !== undefined);
+    const trust = trustProblem(profile, programs, record);
     if (trust) return { accepted: false, reason: "spoof", detail: trust, record };
     const time = record.time ?? now.getTime();
     if (!match) {
@@ -158,7 +163,6 @@ function trustProblem(
   profile: AgentProfile,
   programs: ReadonlySet<string>,
   record: LogRecord,
-  custom: boolean,
 ): string | undefined {
   if (record.trusted) {
     const trusted = record.trusted;
@@ -172,8 +176,6 @@ function trustProblem(
       return `journal entry not from ${profile.name}: ${seen}`;
     }
   }
-  // A custom regex over whole lines says itself which program it accepts.
-  if (custom && record.line !== undefined) return undefined;
   if (record.program === undefined) {
     return profile.ownLogFile || record.trusted ? undefined : `a line without a program tag`;
   }

@@ -8,7 +8,7 @@
  *   own_log_file: false            # true: tagless lines (the server's own log file) count too
  *   journal: ["_SYSTEMD_UNIT=x.service", "_EXE=/usr/sbin/x _UID=0"]
  *                                  # trust rules, as match.trusted: one must hold, every field in it
- *   prefilter: "literal"           # text every line the profile reads contains
+ *   prefilter: "literal"           # text every line the profile reads contains ("": none, slower)
  *   patterns: ['^...$']            # anchored JavaScript regexes over the message (the text after
  *                                  # the tag); groups user and ip, or fields (a key=value list)
  *   fields: {user: user, ip: rip}  # with a fields group: the keys that hold the user and address
@@ -124,11 +124,6 @@ export function parseProfile(
     }
   });
   const prefilter = str("prefilter", data.prefilter) ?? "";
-  if (data.prefilter !== undefined && prefilter === "")
-    problem(
-      "prefilter",
-      "empty: give a literal every line of the server's contains (a space at least)",
-    );
   const patterns = regexes("patterns", data.patterns);
   if (Array.isArray(data.patterns) && data.patterns.length === 0) problem("patterns", "empty");
 
