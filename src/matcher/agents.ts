@@ -47,15 +47,19 @@ export function loadAgent(spec: string, configDir: string): AgentProfile {
   if (existsSync(site)) return readProfile(site, "site");
   const builtin = join(builtinAgentsDir(), `${spec}.yaml`);
   if (existsSync(builtin)) return readProfile(builtin, "built-in");
-  const files = [...agentFiles(configDir)];
-  const named = (source: string) =>
-    files
-      .filter(([, f]) => f.source === source)
-      .map(([name]) => name)
-      .join(", ") || "none";
+  const named = (dir: string) => profileNames(dir).join(", ") || "none";
   throw new ProfileError([
-    `agent: ${JSON.stringify(spec)}: no such profile (built in: ${named("built-in")}; site: ${named("site")}); looked for ${site} and ${builtin}`,
+    `agent: ${JSON.stringify(spec)}: no such profile (built in: ${named(builtinAgentsDir())}; site: ${named(siteAgentsDir(configDir))}); looked for ${site} and ${builtin}`,
   ]);
+}
+
+/** The names of the profile files in a directory, sorted; none when it does not exist. */
+function profileNames(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((entry) => entry.endsWith(".yaml"))
+    .map((entry) => basename(entry, ".yaml"))
+    .sort();
 }
 
 /** Every profile file by name, sorted: the site's in place of a built-in of the same name. */
@@ -63,15 +67,13 @@ export function agentFiles(
   configDir: string,
 ): Map<string, { file: string; source: "built-in" | "site" }> {
   const found = new Map<string, { file: string; source: "built-in" | "site" }>();
-  const scan = (dir: string, source: "built-in" | "site") => {
-    if (!existsSync(dir)) return;
-    for (const entry of readdirSync(dir).sort()) {
-      if (!entry.endsWith(".yaml")) continue;
-      found.set(basename(entry, ".yaml"), { file: join(dir, entry), source });
-    }
-  };
-  scan(builtinAgentsDir(), "built-in");
-  scan(siteAgentsDir(configDir), "site");
+  for (const [dir, source] of [
+    [builtinAgentsDir(), "built-in"],
+    [siteAgentsDir(configDir), "site"],
+  ] as const) {
+    for (const name of profileNames(dir))
+      found.set(name, { file: join(dir, `${name}.yaml`), source });
+  }
   return new Map([...found].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
@@ -101,8 +103,5 @@ export function builtinAgent(name: string): AgentProfile {
 /** Every built-in profile, sorted by name. */
 export function builtinAgents(): AgentProfile[] {
   const dir = builtinAgentsDir();
-  return readdirSync(dir)
-    .filter((entry) => entry.endsWith(".yaml"))
-    .sort()
-    .map((entry) => readProfile(join(dir, entry), "built-in"));
+  return profileNames(dir).map((name) => readProfile(join(dir, `${name}.yaml`), "built-in"));
 }
