@@ -176,7 +176,7 @@ describe("profile files: the site's agents.d and the built-ins", () => {
     );
     assert.match(
       agents.stdout,
-      /^dovecot .*\n {14}built-in: .*dovecot\.yaml; samples read from source/m,
+      /^teapop .*\n {14}built-in: .*teapop\.yaml; samples read from source/m,
     );
 
     const check = await poprelay(["check", "--config-dir", conf]);
@@ -194,5 +194,31 @@ describe("profile files: the site's agents.d and the built-ins", () => {
     const failed = await poprelay(["check", "--config-dir", conf]);
     assert.equal(failed.code, 1);
     assert.match(failed.stderr, /srv\.samples:5: expected no-match, got spoof/);
+  });
+});
+
+describe("match.regex written for whole lines", () => {
+  it("is refused with the fix when it starts with the agent's own tag: it would never match again", async () => {
+    const conf = await configDir({
+      "50-test.yaml": [
+        "agent: dovecot",
+        "match:",
+        `  regex: ${JSON.stringify(String.raw`dovecot: pop3-login: Login: user=<(?<user>.+?)>.*rip=(?<ip>\d+\.\d+\.\d+\.\d+)`)}`,
+        "",
+      ].join("\n"),
+    });
+    const check = await poprelay(["check", "--config-dir", conf]);
+    assert.equal(check.code, 1);
+    assert.match(
+      check.stderr,
+      /match\.regex: starts with the syslog tag "dovecot:", but it runs on the message after the tag .*remove the tag/,
+    );
+    // Without the tag it is accepted.
+    await writeFile(
+      join(conf, "conf.d", "50-test.yaml"),
+      `agent: dovecot\nmatch:\n  regex: ${JSON.stringify(String.raw`^pop3-login: Login: user=<(?<user>.+?)>.*rip=(?<ip>\d+\.\d+\.\d+\.\d+)`)}\n`,
+    );
+    const ok = await poprelay(["check", "--config-dir", conf]);
+    assert.equal(ok.code, 0, ok.stderr);
   });
 });

@@ -273,6 +273,8 @@ export const COMMANDS: Record<string, Command> = {
       const loaded = await loadConfig(context.configDir, context.instance);
       await checkMapTools(loaded.config.map);
       const agents = checkAgents(context.configDir);
+      // The configured agent, as the daemon will load it (match.regex checked against it).
+      if (loaded.config.agent !== "") profileFor(loaded.config, context.configDir);
       if (context.options.print) context.out(describeConfig(loaded));
       else
         context.out(
