@@ -39,6 +39,32 @@ describe("profile files: validation", () => {
     assert.deepEqual(problems(MINIMAL), []);
   });
 
+  it("reads session rules (for relay while a session is open) and two-line correlation", () => {
+    const profile = parseProfile(
+      [
+        MINIMAL,
+        "correlate: {address: ['^Connect from (?<ip>[0-9.]+)$'], window: 20m}",
+        "session:",
+        "  id: pid",
+        "  end: ['^(?<user>\\S+) logged out$']",
+        "  restart: ['^starting up$']",
+        "",
+      ].join("\n"),
+      "/x/agents.d/srv.yaml",
+      "site",
+    );
+    assert.equal(profile.session?.id, "pid");
+    assert.deepEqual(
+      profile.session?.end.map((r) => r.source),
+      [String.raw`^(?<user>\S+) logged out$`],
+    );
+    assert.deepEqual(
+      profile.session?.restart.map((r) => r.source),
+      ["^starting up$"],
+    );
+    assert.equal(profile.correlate?.windowSeconds, 1200);
+  });
+
   it("names the file, the key and why, for every problem at once", () => {
     const found = problems(
       [
@@ -52,7 +78,7 @@ describe("profile files: validation", () => {
         "  - '^(?<user>\\S+) from (?<ip>[$'",
         "  - '^(?<user>\\S+) logged in$'",
         "correlate: {address: ['^from (?<host>\\S+)$'], window: forever}",
-        "session: {id: pid, end: ['^bye$']}",
+        "session: {id: session, end: ['^bye$']}",
         "samples: {file: ../srv.samples, provenance: guessed}",
         "colour: blue",
         "",
@@ -70,7 +96,7 @@ describe("profile files: validation", () => {
       /: patterns\[1\]: Invalid regular expression/,
       /: correlate\.address\[0\]: has no \(\?<ip>\.\.\.\) group$/,
       /: correlate\.window: must be a duration/,
-      /: session\.end\[0\]: names no session: it needs a \(\?<key>\.\.\.\) or \(\?<ip>\.\.\.\) group$/,
+      /: session\.end\[0\]: names no session: it needs a \(\?<key>\.\.\.\) or \(\?<ip>\.\.\.\) group/,
       /: samples\.file: must be a file name in the same directory$/,
       /: samples\.provenance: must be one of captured, source, both$/,
     ];

@@ -17,7 +17,7 @@
  *     window: 20m                  # how long an address waits for its login (log time)
  *   session:                       # how a session ends (relay while it is open)
  *     id: pid                      # pid, or a field / named group of the login line (session)
- *     end: ['^...$']               # lines that close one session: groups key, ip, user
+ *     end: ['^...$']               # lines that close one session: groups key, ip, user (by pid: none needed)
  *     restart: ['^...$']           # lines that close them all (the master restarted)
  *   samples:
  *     file: dovecot.samples        # beside this file: annotated sample lines (samples.ts)
@@ -188,10 +188,11 @@ export function parseProfile(
       const end = regexes("session.end", data.session.end);
       end.forEach((pattern, i) => {
         const groups = groupNames(pattern);
-        if (!groups.has("key") && !groups.has("ip"))
+        // By pid, the line's own process id names the session; otherwise the line must.
+        if (id !== "pid" && !groups.has("key") && !groups.has("ip"))
           problem(
             `session.end[${i}]`,
-            "names no session: it needs a (?<key>...) or (?<ip>...) group",
+            "names no session: it needs a (?<key>...) or (?<ip>...) group (or session.id: pid)",
           );
       });
       const restart = regexes("session.restart", data.session.restart, false);
