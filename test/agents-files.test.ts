@@ -135,7 +135,7 @@ describe("profile files: the site's agents.d and the built-ins", () => {
     const dir = await configDir({ "50-test.yaml": "agent: dovecot\n" });
     await mkdir(join(dir, "agents.d"));
     const site = (await readFile(join(builtinAgentsDir(), "dovecot.yaml"), "utf8")).replace(
-      /^programs:\n {2}- 'dovecot'$/m,
+      /^programs:\n {2}- ["']dovecot["']$/m,
       "programs:\n  - 'dovecot-site'",
     );
     await writeFile(join(dir, "agents.d", "dovecot.yaml"), site);
