@@ -26,7 +26,7 @@ export type Rejection =
   | "spoof" // the right text from the wrong program
   | "ambiguous" // a field the server writes once appears twice: injected through the user name
   | "no-ip" // a login line without a usable client address
-  | "pending" // an address line, remembered until its login line (see AgentProfile.session)
+  | "pending" // an address line, remembered until its login line (see AgentProfile.correlate)
   | "ignored" // the address is in match.ignore
   | "not-allowed"; // match.allow is set and the address is not in it
 
@@ -36,7 +36,12 @@ export type Verdict =
 
 export interface MatcherOptions {
   profile: AgentProfile;
-  /** match.regex: replaces the profile's patterns; run over whole lines for text input. */
+  /**
+   * match.regex: replaces the profile's patterns. Like them it runs on the message only (the
+   * text after the tag, or MESSAGE), and only on lines of the profile's programs or trust
+   * rules: another program's line that quotes a login (a Postfix reject line with a crafted
+   * MAIL FROM) grants nothing.
+   */
   regex?: string;
   ignore: readonly string[];
   allow: readonly string[];
@@ -52,9 +57,11 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
   const patterns = custom ? [custom] : profile.patterns;
   const ignored = networkMatcher(options.ignore);
   const allowed = options.allow.length > 0 ? networkMatcher(options.allow) : () => true;
-  const programs = new Set(profile.programs);
+  const programs = programMatcher(profile.programs);
   const sessions =
-    profile.session && !custom ? new SessionTable(profile.session.windowSeconds * 1000) : undefined;
+    profile.correlate && !custom
+      ? new SessionTable(profile.correlate.windowSeconds * 1000)
+      : undefined;
 
   return (entry, now) => {
     // The cheapest test first: most lines in a mail log are not logins at all.
@@ -62,15 +69,15 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
       return { accepted: false, reason: "no-match" };
     const record = toRecord(entry, now);
     if (!record) return { accepted: false, reason: "unparsed" };
-    const subject = custom && record.line !== undefined ? record.line : record.message;
+    const subject = record.message;
     const match = firstMatch(patterns, subject);
     const address =
-      !match && sessions && profile.session
-        ? firstMatch(profile.session.address, subject)
+      !match && sessions && profile.correlate
+        ? firstMatch(profile.correlate.address, subject)
         : undefined;
     if (!match && !address) return { accepted: false, reason: "no-match", record };
 
-    const trust = trustProblem(profile, programs, record, custom !== undefined);
+    const trust = trustProblem(profile, programs, record);
     if (trust) return { accepted: false, reason: "spoof", detail: trust, record };
     const time = record.time ?? now.getTime();
     if (!match) {
@@ -151,12 +158,23 @@ function firstMatch(patterns: readonly RegExp[], text: string): Captures | undef
   return undefined;
 }
 
+/**
+ * Whether a syslog tag is one of the profile's programs: exact names, and "PREFIX/*" for a
+ * server whose tags name a service the site chooses (Cyrus: cyrus/pop36).
+ */
+function programMatcher(names: readonly string[]): (program: string) => boolean {
+  const exact = new Set(names.filter((name) => !name.endsWith("/*")));
+  const prefixes = names.filter((name) => name.endsWith("/*")).map((name) => name.slice(0, -1));
+  return (program) =>
+    exact.has(program) ||
+    prefixes.some((prefix) => program.length > prefix.length && program.startsWith(prefix));
+}
+
 /** Why the record cannot be the server's own, or undefined when it is. */
 function trustProblem(
   profile: AgentProfile,
-  programs: ReadonlySet<string>,
+  programs: (program: string) => boolean,
   record: LogRecord,
-  custom: boolean,
 ): string | undefined {
   if (record.trusted) {
     const trusted = record.trusted;
@@ -170,12 +188,10 @@ function trustProblem(
       return `journal entry not from ${profile.name}: ${seen}`;
     }
   }
-  // A custom regex over whole lines says itself which program it accepts.
-  if (custom && record.line !== undefined) return undefined;
   if (record.program === undefined) {
     return profile.ownLogFile || record.trusted ? undefined : `a line without a program tag`;
   }
-  if (!programs.has(record.program))
+  if (!programs(record.program))
     return `program ${JSON.stringify(record.program)} is not ${profile.name}'s`;
   return undefined;
 }
