@@ -361,6 +361,58 @@ describe("under systemd 252 as PID 1, in a container", { skip }, () => {
     await box?.stop();
   });
 
+  it("before the first start the map exists and grants nobody: Postfix set up from poprelay snippet answers 554, with hash, lmdb and cdb", async () => {
+    const c = container();
+    const deb = basename(await buildPackage());
+    const run = await c.bash(
+      `# The container's own Postfix, configured as the README says (no 451 for a missing map).
+       postconf -e 'mynetworks = 127.0.0.1/32'
+       try_relay() {
+         systemctl restart postfix
+         python3 - <<'PY'
+import smtplib, time
+for attempt in range(50):
+    try:
+        smtp = smtplib.SMTP("127.0.0.1", 25, source_address=("127.0.0.9", 0), timeout=10)
+        break
+    except ConnectionRefusedError:
+        time.sleep(0.2)
+smtp.ehlo("client.poprelay.test")
+smtp.mail("alice@client.poprelay.test")
+print(smtp.rcpt("bob@remote.example")[0])
+smtp.quit()
+PY
+       }
+       for type in hash lmdb cdb; do
+         product=$type; [ "$type" = hash ] && product=db
+         if [ "$type" != hash ]; then
+           # A type set before (re)installing: postinst builds that database.
+           printf 'map:\n  type: %s\n' "$type" >/etc/poprelay/conf.d/40-type.yaml
+           DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall /root/${deb} >/dev/null 2>&1
+         fi
+         postconf -e "$(poprelay snippet)"
+         echo "$type: $(systemctl is-active poprelay@dovecot || true)" \
+           "$(stat -c '%U %a' /var/lib/poprelay/relay /var/lib/poprelay/relay.$product | paste -sd' ')" \
+           "$(grep -vc '^#' /var/lib/poprelay/relay || true) $(postmap -s $type:/var/lib/poprelay/relay | wc -l)" \
+           "$(try_relay)"
+       done
+       rm /etc/poprelay/conf.d/40-type.yaml
+       poprelay generate >/dev/null
+       postconf -e "$(poprelay snippet)"
+       postconf -h smtpd_relay_restrictions`,
+      300_000,
+    );
+    assert.equal(run.code, 0, describeRun(run));
+    assert.deepEqual(run.stdout.trim().split("\n"), [
+      // Not running yet; map and database owned by poprelay, readable by Postfix; no entry;
+      // Relay access denied.
+      "hash: inactive poprelay 644 poprelay 644 0 0 554",
+      "lmdb: inactive poprelay 644 poprelay 644 0 0 554",
+      "cdb: inactive poprelay 644 poprelay 644 0 0 554",
+      "permit_mynetworks, permit_sasl_authenticated, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination",
+    ]);
+  });
+
   it("runs the hardened poprelay@dovecot: READY, relay from a login line, STATUS, watchdog", async () => {
     const c = container();
     const start = await c.bash("systemctl enable --now poprelay@dovecot");
