@@ -3,17 +3,20 @@
  * one running the tests, with the same build: the oldest that package.json's engines allows
  * and Debian testing's (scripts/test.sh puts their binaries in .cache/node). Each must load the
  * addon although its V8 ABI (NODE_MODULE_VERSION) differs, take and respect flock(2) locks,
- * run the commands, and send sd_notify datagrams that systemd would credit to it.
+ * run the commands (with the Redis spool too: ioredis 6 declares Node.js 20 as its floor, and
+ * this is what shows that the version poprelay ships runs on 18), and send sd_notify datagrams
+ * that systemd would credit to it.
  * Outside CI a missing binary skips; under CI=true it fails.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { native } from "../src/native.js";
-import { CLI, IN_CI, mapKeys, ROOT, run, sandbox, scratch } from "./helpers.js";
+import { CLI, configDir, IN_CI, mapKeys, ROOT, run, sandbox, scratch } from "./helpers.js";
 import { notifySocket } from "./support/notify-socket.js";
+import { redisSkipReason, startRedis } from "./support/redis.js";
 
 const VERSIONS = ["18.19.0", "24.22.3"];
 
@@ -105,6 +108,29 @@ describe("the addon and the program on other Node.js versions", () => {
         ["READY,STATUS", "RELOADING,MONOTONIC_USEC", "WATCHDOG", "STOPPING"],
       );
       assert.deepEqual(socket.senders, [pid, pid, pid, pid]);
+    });
+
+    const noRedis = skip || redisSkipReason();
+    it(`Node.js ${version} runs the Redis spool (ioredis)`, { skip: noRedis }, async (t) => {
+      const redis = await startRedis(await scratch("poprelay-native-redis-"));
+      t.after(() => redis.stop());
+      const state = await scratch("poprelay-native-state-");
+      const box = { dir: await configDir({}), map: join(state, "relay") };
+      await writeFile(
+        join(box.dir, "conf.d/50-test.yaml"),
+        [
+          `spool: {backend: redis, redis: {url: "${redis.url}", namespace: node-${version}}}`,
+          `state: {directory: ${state}}`,
+          `map: {file: ${box.map}}`,
+          "",
+        ].join("\n"),
+      );
+      const add = await run(node, [CLI, "add", "192.0.2.8", "--config-dir", box.dir]);
+      assert.equal(add.code, 0, add.stderr);
+      assert.deepEqual(await mapKeys(box.map), ["192.0.2.8"]);
+      const list = await run(node, [CLI, "list", "--json", "--config-dir", box.dir]);
+      assert.equal(list.code, 0, list.stderr);
+      assert.equal((JSON.parse(list.stdout) as { ip: string }).ip, "192.0.2.8");
     });
   }
 });
