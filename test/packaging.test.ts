@@ -5,8 +5,10 @@
  * - the .deb installs with apt-get on this machine, `poprelay --version` and `poprelay check`
  *   work with the shipped configuration, `systemd-analyze verify` passes on every installed
  *   unit, and `dpkg --purge` leaves nothing behind;
- * - under systemd 252 as PID 1 (a container booted on an overlay of this machine): the hardened
- *   poprelay@dovecot runs Node.js, grants relay from a login line, answers the watchdog,
+ * - under systemd 252 as PID 1 (a container booted on an overlay of this machine): right after
+ *   installation, before the first start, the map and its database exist and grant nobody, so
+ *   the container's Postfix, set up from `poprelay snippet`, answers 554 (hash, lmdb, cdb); the
+ *   hardened poprelay@dovecot runs Node.js, grants relay from a login line, answers the watchdog,
  *   reloads synchronously, refuses a bad configuration, and the cleanup timer's service expires
  *   entries while the daemon is stopped.
  * Outside CI a missing tool (or not being root) skips; under CI=true it fails.
