@@ -399,7 +399,11 @@ PY
            "$(try_relay)"
        done
        rm /etc/poprelay/conf.d/40-type.yaml
-       poprelay generate >/dev/null
+       # Postfix installed (or upgraded) after poprelay: its postmap triggers the map's writing.
+       rm /var/lib/poprelay/relay /var/lib/poprelay/relay.db
+       dpkg-trigger --no-await /usr/sbin/postmap
+       dpkg --triggers-only --pending >/dev/null
+       echo "triggered: $(stat -c '%U %a' /var/lib/poprelay/relay /var/lib/poprelay/relay.db | paste -sd' ')"
        postconf -e "$(poprelay snippet)"
        postconf -h smtpd_relay_restrictions`,
       300_000,
@@ -411,6 +415,7 @@ PY
       "hash: inactive poprelay 644 poprelay 644 0 0 554",
       "lmdb: inactive poprelay 644 poprelay 644 0 0 554",
       "cdb: inactive poprelay 644 poprelay 644 0 0 554",
+      "triggered: poprelay 644 poprelay 644",
       "permit_mynetworks, permit_sasl_authenticated, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination",
     ]);
   });
