@@ -4,9 +4,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# require_node VERSION WHO: exits unless node is VERSION (major[.minor]) or later.
 require_node() {
-  if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
-    echo "poprelay needs Node.js 20 or later (node --version: $(node --version 2>/dev/null || echo none))" >&2
+  local want=$1 who=$2
+  if ! command -v node >/dev/null || ! node -e '
+    const [w, h] = [process.argv[1], process.versions.node].map((v) => v.split(".").map(Number));
+    process.exit(h[0] > w[0] || (h[0] === w[0] && h[1] >= (w[1] ?? 0)) ? 0 : 1);' "$want"; then
+    echo "$who needs Node.js $want or later (node --version: $(node --version 2>/dev/null || echo none))" >&2
     exit 1
   fi
 }
@@ -33,6 +37,24 @@ unpack() {
   (cd "$deb" && { apt-get download "$package" 2>/dev/null || { as_root apt-get update -qq && apt-get download "$package" 2>/dev/null; }; })
   dpkg-deb -x "$deb"/*.deb "$dir"
   rm -rf "$deb"
+}
+
+# node_binary VERSION: Node.js VERSION's own binary in .cache/node/VERSION/bin/node, from the npm
+# registry's node-linux-ARCH package (what the `node` package installs), unless it is there.
+node_binary() {
+  local version=$1 dir=.cache/node/$1 arch
+  [ -x "$dir/bin/node" ] && return 0
+  case $(dpkg --print-architecture) in
+    amd64) arch=x64 ;;
+    arm64) arch=arm64 ;;
+    *) echo "node_binary: no node-linux package for $(dpkg --print-architecture)" >&2; return 1 ;;
+  esac
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "node-linux-$arch@$version" >/dev/null)
+  mkdir -p "$dir"
+  tar -xzf "$tmp"/*.tgz -C "$dir" --strip-components=1
+  rm -rf "$tmp"
 }
 
 # The node modules and the compiled program, rebuilt when the lock file or sources changed.

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian 12 machine, then runs every test.
 source "$(dirname "$0")/setup-common.sh"
-require_node
-# g++, make and python3 build the native addons (fs-ext for flock, sd-notify) in npm ci.
-# libsystemd-dev builds the sd-notify addon; systemd, systemd-journal-remote, dovecot and
-# postfix and redis-server are the real parts the tests run against.
-apt_install ca-certificates g++ make python3 libsystemd-dev systemd systemd-journal-remote \
+# Node.js 20's test runner (--test-concurrency); poprelay itself runs on 18.19 and later.
+require_node 20 "the tests"
+# gcc, make and python3 build poprelay's Node-API addon (native/: flock, sd_notify) in npm ci.
+# systemd, systemd-journal-remote, dovecot, postfix and redis-server are the real parts the
+# tests run against.
+apt_install ca-certificates gcc make python3 systemd systemd-journal-remote \
   dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
 # Sendmail's makemap, and the IPv6-capable tcprules.
 apt_install libdb5.3 libldap-2.5-0 libsasl2-2
 unpack sendmail-bin usr/libexec/sendmail/makemap .cache/sendmail
 unpack ucspi-tcp-ipv6 usr/bin/tcprules .cache/ucspi-tcp-ipv6
+# The oldest Node.js poprelay supports (package.json engines) and Debian testing's: the addon
+# and the program are run with each (test/native.test.ts).
+node_binary 18.19.0
+node_binary 24.22.3
 build
 # A test file left hanging (a server or watcher never stopped) fails the run instead of stalling CI.
 timeout --kill-after=30s 45m node --test --test-concurrency=1 build/test/*.test.js

@@ -5,8 +5,10 @@
  * - the .deb installs with apt-get on this machine, `poprelay --version` and `poprelay check`
  *   work with the shipped configuration, `systemd-analyze verify` passes on every installed
  *   unit, and `dpkg --purge` leaves nothing behind;
- * - under systemd 252 as PID 1 (a container booted on an overlay of this machine): the hardened
- *   poprelay@dovecot runs Node.js, grants relay from a login line, answers the watchdog,
+ * - under systemd 252 as PID 1 (a container booted on an overlay of this machine): right after
+ *   installation, before the first start, the map and its database exist and grant nobody, so
+ *   the container's Postfix, set up from `poprelay snippet`, answers 554 (hash, lmdb, cdb); the
+ *   hardened poprelay@dovecot runs Node.js, grants relay from a login line, answers the watchdog,
  *   reloads synchronously, refuses a bad configuration, and the cleanup timer's service expires
  *   entries while the daemon is stopped.
  * Outside CI a missing tool (or not being root) skips; under CI=true it fails.
@@ -181,10 +183,13 @@ describe("the Debian package", { skip }, () => {
     assert.equal(deb, join(ROOT, "dist", `poprelay_${version}_${arch}.deb`));
     assert.equal(await field("Version"), version);
     assert.equal(await field("Architecture"), arch);
+    // One range for npm and dpkg: package.json's engines, bounded below only (Node-API).
+    const { engines } = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as {
+      engines: { node: string };
+    };
     const depends = await field("Depends");
-    const major = Number(process.versions.node.split(".")[0]);
-    assert.ok(depends.includes(`nodejs (>= ${major}), nodejs (<< ${major + 1}~)`), depends);
-    assert.match(depends, /libsystemd0/);
+    assert.equal(engines.node, ">=18.19");
+    assert.match(depends, /^nodejs \(>= 18\.19\), libc6 \(>= [\d.]+\), systemd$/);
 
     const listing = await sh("dpkg-deb", ["--contents", deb]);
     const files = listing.stdout
@@ -197,8 +202,7 @@ describe("the Debian package", { skip }, () => {
       "/usr/lib/poprelay/bin/poprelay.js",
       "/usr/lib/poprelay/build/src/cli/main.js",
       "/usr/lib/poprelay/reload",
-      "/usr/lib/poprelay/node_modules/fs-ext/build/Release/fs_ext.node",
-      "/usr/lib/poprelay/node_modules/sd-notify/build/Release/notify.node",
+      "/usr/lib/poprelay/native/build/Release/poprelay.node",
       "/usr/lib/poprelay/node_modules/yaml/package.json",
       "/usr/lib/systemd/system/poprelay@.service",
       "/usr/lib/systemd/system/poprelay-cleanup.service",
@@ -213,9 +217,9 @@ describe("the Debian package", { skip }, () => {
       "/usr/share/doc/poprelay/examples/postfix.yaml",
     ])
       assert.ok(files.includes(path), `${path} is not in the package`);
-    // Production only: no tests, TypeScript, source maps, dev tools, or addon build trees.
+    // Production only: no tests, TypeScript, source maps, dev tools, addon source or build tree.
     const stray = files.filter((path) =>
-      /\/build\/test\/|\.ts$|\.map$|node_modules\/(typescript|@biomejs|@types|nan)\/|obj\.target/.test(
+      /\/build\/test\/|\.ts$|\.map$|node_modules\/(typescript|@biomejs|@types)\/|obj\.target|\.(c|gyp|mk)$|Makefile$/.test(
         path,
       ),
     );
@@ -357,6 +361,63 @@ describe("under systemd 252 as PID 1, in a container", { skip }, () => {
   });
   after(async () => {
     await box?.stop();
+  });
+
+  it("before the first start the map exists and grants nobody: Postfix set up from poprelay snippet answers 554, with hash, lmdb and cdb", async () => {
+    const c = container();
+    const deb = basename(await buildPackage());
+    const run = await c.bash(
+      `# The container's own Postfix, configured as the README says (no 451 for a missing map).
+       postconf -e 'mynetworks = 127.0.0.1/32'
+       try_relay() {
+         systemctl restart postfix
+         python3 - <<'PY'
+import smtplib, time
+for attempt in range(50):
+    try:
+        smtp = smtplib.SMTP("127.0.0.1", 25, source_address=("127.0.0.9", 0), timeout=10)
+        break
+    except ConnectionRefusedError:
+        time.sleep(0.2)
+smtp.ehlo("client.poprelay.test")
+smtp.mail("alice@client.poprelay.test")
+print(smtp.rcpt("bob@remote.example")[0])
+smtp.quit()
+PY
+       }
+       for type in hash lmdb cdb; do
+         product=$type; [ "$type" = hash ] && product=db
+         if [ "$type" != hash ]; then
+           # A type set before (re)installing: postinst builds that database.
+           printf 'map:\n  type: %s\n' "$type" >/etc/poprelay/conf.d/40-type.yaml
+           DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall /root/${deb} >/dev/null 2>&1
+         fi
+         postconf -e "$(poprelay snippet)"
+         echo "$type: $(systemctl is-active poprelay@dovecot || true)" \
+           "$(stat -c '%U %a' /var/lib/poprelay/relay /var/lib/poprelay/relay.$product | paste -sd' ')" \
+           "$(grep -vc '^#' /var/lib/poprelay/relay || true) $(postmap -s $type:/var/lib/poprelay/relay | wc -l)" \
+           "$(try_relay)"
+       done
+       rm /etc/poprelay/conf.d/40-type.yaml
+       # Postfix installed (or upgraded) after poprelay: its postmap triggers the map's writing.
+       rm /var/lib/poprelay/relay /var/lib/poprelay/relay.db
+       dpkg-trigger --no-await /usr/sbin/postmap
+       dpkg --triggers-only --pending >/dev/null
+       echo "triggered: $(stat -c '%U %a' /var/lib/poprelay/relay /var/lib/poprelay/relay.db | paste -sd' ')"
+       postconf -e "$(poprelay snippet)"
+       postconf -h smtpd_relay_restrictions`,
+      300_000,
+    );
+    assert.equal(run.code, 0, describeRun(run));
+    assert.deepEqual(run.stdout.trim().split("\n"), [
+      // Not running yet; map and database owned by poprelay, readable by Postfix; no entry;
+      // Relay access denied.
+      "hash: inactive poprelay 644 poprelay 644 0 0 554",
+      "lmdb: inactive poprelay 644 poprelay 644 0 0 554",
+      "cdb: inactive poprelay 644 poprelay 644 0 0 554",
+      "triggered: poprelay 644 poprelay 644",
+      "permit_mynetworks, permit_sasl_authenticated, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination",
+    ]);
   });
 
   it("runs the hardened poprelay@dovecot: READY, relay from a login line, STATUS, watchdog", async () => {
