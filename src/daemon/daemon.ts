@@ -1,4 +1,5 @@
 import { mkdir } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { Logger } from "../log.js";
 import { parseListen } from "../policy/listen.js";
@@ -25,12 +26,24 @@ interface Counts {
   last?: { user: string; ip: string; time: number };
   /** Set while the map could not be written; cleared by the next good write. */
   mapError?: string;
+  /** Set while the reader's grants cannot be made durable; cleared by the next good write. */
+  spoolError?: string;
   /** Set while a reload failed and the previous configuration is still in use. */
   reloadError?: string;
 }
 
 // After a failed map write, retry this often until one succeeds.
 const MAP_RETRY_MS = 10_000;
+// A grant that cannot be made durable is retried after this long, doubling up to the maximum.
+const GRANT_RETRY_FIRST_MS = 250;
+const GRANT_RETRY_MAX_MS = 10_000;
+/**
+ * One spool write that has not settled for this long is hung (a dead NFS server, a stuck disk):
+ * the watchdog pings stop, so that systemd restarts the daemon. A write that fails fast is not
+ * hung: it is retried in place, since a restart would not free the disk, and Restart= with
+ * StartLimitBurst= would soon turn a full disk into a unit that stays down.
+ */
+const HUNG_WRITE_MS = 120_000;
 // Rejections worth a warning: someone is trying something.
 const SUSPICIOUS = new Set(["spoof", "ambiguous"]);
 
@@ -55,6 +68,11 @@ export class Daemon {
   private refreshing: { again: boolean } | undefined;
   // Start, reload and stop run one at a time, in the order they were asked for.
   private lifecycle: Promise<unknown> = Promise.resolve();
+  /** Ends the grant retries of the running reader's sink, so that it can stop. */
+  private sinkAbort = new AbortController();
+  /** When the spool write under way began (performance.now()); undefined when none is. */
+  private writeStarted: number | undefined;
+  private watchdogHeld = false;
 
   constructor(private readonly options: DaemonOptions) {
     this.expiry = new ExpiryTimer(
@@ -108,7 +126,7 @@ export class Daemon {
         return;
       }
       const previous = this.current;
-      await previous?.reader.stop();
+      await this.stopReader(previous);
       await previous?.relay.settled();
       this.counts.reloadError = undefined;
       // Closed first: it leaves the state it knew for the new store, should Redis not answer.
@@ -131,7 +149,7 @@ export class Daemon {
   stop(): Promise<void> {
     return this.serial(async () => {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
-      await this.current?.reader.stop();
+      await this.stopReader(this.current);
       // A database build under way finishes, so the database matches the text when we exit.
       await this.current?.relay.settled();
       this.unwatch?.();
@@ -165,6 +183,7 @@ export class Daemon {
     }
     // Its counts change with every request: STATUS would follow them every second.
     if (this.policy) parts.push(`policy service on ${this.policy.listen}`);
+    if (c.spoolError) parts.push(`DEGRADED: logins not yet granted, retrying: ${c.spoolError}`);
     if (c.mapError) parts.push(`DEGRADED: map not written: ${c.mapError}`);
     if (c.reloadError) parts.push(`reload failed: ${c.reloadError}`);
     return parts.join("; ");
@@ -174,6 +193,18 @@ export class Daemon {
     const result = this.lifecycle.then(step);
     this.lifecycle = result.catch(() => undefined);
     return result;
+  }
+
+  /**
+   * Stops a reader whose sink may be retrying a grant: the reader is told first (so that it
+   * takes the end of the retries as a stop, not a failure), then the retries end. The failed
+   * batch stays unacknowledged: the next start reads it again.
+   */
+  private async stopReader(components: Components | undefined): Promise<void> {
+    if (!components) return;
+    const stopped = components.reader.stop();
+    this.sinkAbort.abort();
+    await stopped;
   }
 
   /** Makes `next` current: the map reflects the spool, then its reader starts. */
@@ -194,8 +225,10 @@ export class Daemon {
       `${next.name}: agent ${next.profile?.name ?? "none"}, ${next.source} input, ${config.spool.backend} spool, ${map}, relay period ${config.relay.period} s`,
     );
     // Readers change state on their own (journalctl restarting, a file rotated): STATUS follows.
+    const abort = new AbortController();
+    this.sinkAbort = abort;
     await next.reader.start(
-      (entries) => this.consume(next, entries),
+      (entries) => this.consume(next, entries, abort.signal),
       () => this.publishStatus(),
     );
   }
@@ -243,7 +276,11 @@ export class Daemon {
   }
 
   /** The reader's sink: one batch of entries, in log order. */
-  private async consume(components: Components, entries: LogEntry[]): Promise<boolean> {
+  private async consume(
+    components: Components,
+    entries: LogEntry[],
+    abort: AbortSignal,
+  ): Promise<boolean> {
     const { log } = this.options;
     const match = components.match;
     if (!match) return false;
@@ -279,8 +316,53 @@ export class Daemon {
       log.info(
         `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}`,
       );
-    await this.change(() => components.relay.grant(grants));
+    await this.grantDurably(components, grants, abort);
     return true;
+  }
+
+  /**
+   * Writes grants to the spool, retrying with backoff until it succeeds: the reader waits (its
+   * position stays before these lines), STATUS and the log say DEGRADED, and once the fault
+   * clears (space freed, the file system writable again) the grants are made, with everything
+   * read meanwhile in the next batch. Rejects only when the reader is being stopped.
+   */
+  private async grantDurably(
+    components: Components,
+    grants: SpoolEntry[],
+    abort: AbortSignal,
+  ): Promise<void> {
+    const { log } = this.options;
+    let wait = GRANT_RETRY_FIRST_MS;
+    for (;;) {
+      this.writeStarted = performance.now();
+      try {
+        await this.change(() => components.relay.grant(grants));
+        this.writeStarted = undefined;
+        if (this.counts.spoolError !== undefined) {
+          log.notice(
+            `the spool is written again: ${grants.length} login(s) held back by the fault are granted`,
+          );
+          this.counts.spoolError = undefined;
+          this.publishStatus();
+        }
+        return;
+      } catch (error) {
+        this.writeStarted = undefined;
+        const text = (error as Error).message ?? String(error);
+        if (text !== this.counts.spoolError)
+          log.error(
+            `DEGRADED: cannot write ${grants.length} login(s) to the spool: ${text}; retrying until it works, the reader waits and skips nothing`,
+          );
+        this.counts.spoolError = text;
+        this.publishStatus();
+      }
+      try {
+        await sleep(wait, undefined, { signal: abort });
+      } catch {
+        throw new Error("stopping: the grants not written stay unacknowledged");
+      }
+      wait = Math.min(wait * 2, GRANT_RETRY_MAX_MS);
+    }
   }
 
   private async expire(): Promise<void> {
@@ -359,6 +441,21 @@ export class Daemon {
     const pid = process.env.WATCHDOG_PID;
     if (!usec || (pid && Number(pid) !== process.pid) || this.watchdog) return;
     // Half the interval, as sd_watchdog_enabled(3) advises.
-    this.watchdog = setInterval(() => this.options.notifier.send({ WATCHDOG: "1" }), usec / 2000);
+    this.watchdog = setInterval(() => this.pingWatchdog(), usec / 2000);
+  }
+
+  /** WATCHDOG=1, unless a spool write hangs: then systemd is left to restart the daemon. */
+  private pingWatchdog(): void {
+    const started = this.writeStarted;
+    const hung = started !== undefined && performance.now() - started > HUNG_WRITE_MS;
+    if (hung !== this.watchdogHeld) {
+      this.watchdogHeld = hung;
+      if (hung)
+        this.options.log.error(
+          `a spool write has not finished for ${HUNG_WRITE_MS / 1000} s: no more watchdog pings, so that systemd restarts poprelay`,
+        );
+      else this.options.log.notice("the hung spool write finished: watchdog pings again");
+    }
+    if (!hung) this.options.notifier.send({ WATCHDOG: "1" });
   }
 }
