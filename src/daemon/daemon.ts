@@ -44,6 +44,9 @@ const GRANT_RETRY_MAX_MS = 10_000;
  * StartLimitBurst= would soon turn a full disk into a unit that stays down.
  */
 const HUNG_WRITE_MS = 120_000;
+/** A live line's stamp this far before the time it was read is wrong (see consume). */
+const STAMP_DRIFT_MS = 5 * 60_000;
+const DRIFT_WARN_EVERY_MS = 10 * 60_000;
 // Rejections worth a warning: someone is trying something.
 const SUSPICIOUS = new Set(["spoof", "ambiguous"]);
 
@@ -73,6 +76,8 @@ export class Daemon {
   /** When the spool write under way began (performance.now()); undefined when none is. */
   private writeStarted: number | undefined;
   private watchdogHeld = false;
+  /** Live login lines with old stamps since the last warning, and when the next may be given. */
+  private readonly drift = { count: 0, next: 0 };
 
   constructor(private readonly options: DaemonOptions) {
     this.expiry = new ExpiryTimer(
@@ -228,7 +233,7 @@ export class Daemon {
     const abort = new AbortController();
     this.sinkAbort = abort;
     await next.reader.start(
-      (entries) => this.consume(next, entries, abort.signal),
+      (entries, live) => this.consume(next, entries, live, abort.signal),
       () => this.publishStatus(),
     );
   }
@@ -279,6 +284,7 @@ export class Daemon {
   private async consume(
     components: Components,
     entries: LogEntry[],
+    live: boolean,
     abort: AbortSignal,
   ): Promise<boolean> {
     const { log } = this.options;
@@ -287,6 +293,7 @@ export class Daemon {
     const now = new Date();
     const period = components.config.relay.period * 1000;
     const grants: SpoolEntry[] = [];
+    const expired: { ip: string; time: number }[] = [];
     for (const entry of entries) {
       this.counts.lines++;
       const verdict = match(entry, now);
@@ -298,9 +305,18 @@ export class Daemon {
       }
       const { login } = verdict;
       if (login.timeWarning) log.warning(`${login.ip}: ${login.timeWarning}`);
+      // Read as it was written, a line cannot be old: a stamp that says so is read in another
+      // time zone than the log was written in (or a clock is wrong). The read time counts.
+      if (live && now.getTime() - login.time > STAMP_DRIFT_MS) {
+        this.stampDrift(login.ip, login.time, now);
+        login.time = now.getTime();
+      }
       const expires = login.time + period;
       // Replayed after a stop: a login whose period has passed grants nothing.
-      if (expires <= now.getTime()) continue;
+      if (expires <= now.getTime()) {
+        expired.push(login);
+        continue;
+      }
       grants.push({
         ip: login.ip,
         user: login.user,
@@ -311,6 +327,11 @@ export class Daemon {
       this.counts.logins++;
       this.counts.last = { user: login.user, ip: login.ip, time: login.time };
     }
+    const last = expired.at(-1);
+    if (last)
+      log.info(
+        `not granted: ${expired.length} login(s) read after their relay period had passed (the last: ${last.ip} at ${new Date(last.time).toISOString()})`,
+      );
     if (grants.length === 0) return false;
     for (const g of grants)
       log.info(
@@ -318,6 +339,20 @@ export class Daemon {
       );
     await this.grantDurably(components, grants, abort);
     return true;
+  }
+
+  /** Warns of a live line's old stamp: the first at once, then at most one line a while. */
+  private stampDrift(ip: string, time: number, now: Date): void {
+    const drift = this.drift;
+    drift.count++;
+    if (now.getTime() < drift.next) return;
+    const minutes = Math.round((now.getTime() - time) / 60_000);
+    const others = drift.count > 1 ? ` (${drift.count - 1} more since the last warning)` : "";
+    this.options.log.warning(
+      `${ip}: the login line read at ${now.toISOString()} says ${new Date(time).toISOString()}, ${minutes} min earlier; granting from the time it was read${others}. Is the log written in another time zone than poprelay runs in (TZ)?`,
+    );
+    drift.count = 0;
+    drift.next = now.getTime() + DRIFT_WARN_EVERY_MS;
   }
 
   /**

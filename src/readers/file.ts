@@ -115,6 +115,10 @@ export class FileReader implements Reader {
   private missing = false;
 
   private queue: LogEntry[] = [];
+  /** Every queued line was read while following the file (see EntrySink). */
+  private queueLive = false;
+  /** The followed file was read to its end once: lines read from now on are live. */
+  private caughtUp = false;
   /** The position just after the last queued line. */
   private mark: FilePosition | undefined;
   private inflight: Promise<void> | undefined;
@@ -540,7 +544,10 @@ export class FileReader implements Reader {
         return true;
       }
       const { bytesRead } = await cur.fh.read(this.buffer, 0, READ_BYTES, cur.pos);
-      if (bytesRead === 0) return false;
+      if (bytesRead === 0) {
+        if (!cur.gone) this.caughtUp = true;
+        return false;
+      }
       cur.pos += bytesRead;
       const dropped = cur.splitter.dropped;
       const lines = cur.splitter.push(this.buffer.subarray(0, bytesRead));
@@ -558,6 +565,8 @@ export class FileReader implements Reader {
   }
 
   private enqueue(cur: Cursor, lines: string[]): void {
+    const live = this.caughtUp && !cur.gone;
+    this.queueLive = this.queue.length === 0 ? live : this.queueLive && live;
     for (const line of lines) {
       // A hole of NULs (copytruncate with a writer lacking O_APPEND, a crash) before the text.
       const text = line.charCodeAt(0) === 0 ? line.replace(/^\0+/, "") : line;
@@ -630,8 +639,9 @@ export class FileReader implements Reader {
     }
     const batch = this.queue;
     const mark = this.mark;
+    const live = this.queueLive;
     this.queue = [];
-    this.inflight = (async () => sink(batch))().then(
+    this.inflight = (async () => sink(batch, live))().then(
       (changed) => {
         this.inflight = undefined;
         if (this.sinkProblem !== undefined) {
@@ -655,6 +665,7 @@ export class FileReader implements Reader {
           return;
         }
         // Never stop for good: the batch goes back in front, and is offered again later.
+        this.queueLive = live && (this.queue.length === 0 || this.queueLive);
         this.queue = batch.concat(this.queue);
         const wait = this.sinkRetryMs;
         this.sinkRetryMs = Math.min(wait * 2, SINK_RETRY_MAX_MS);

@@ -180,6 +180,8 @@ export class JournalReader implements Reader {
   private run: Run | undefined;
   /** Entries read, not yet handed to the sink, and the cursor of the last of them. */
   private pending: LogEntry[] = [];
+  /** Every pending entry was read by a --follow run (see EntrySink). */
+  private pendingLive = false;
   private pendingCursor: string | undefined;
   private inFlight: Promise<void> | undefined;
   /** The cursor of the last entry the sink acknowledged (or the saved one, at start). */
@@ -386,6 +388,8 @@ export class JournalReader implements Reader {
         // --cursor shows the cursor's own entry first when it still matches: delivered already.
         if (run.skipCursor !== undefined && cursor === run.skipCursor) continue;
       }
+      const live = run.phase === "follow";
+      this.pendingLive = this.pending.length === 0 ? live : this.pendingLive && live;
       this.pending.push({ kind: "journal", fields });
       if (typeof cursor === "string") this.pendingCursor = cursor;
     }
@@ -432,12 +436,13 @@ export class JournalReader implements Reader {
     if (this.pending.length > 0 || passedOver) {
       const batch = this.pending;
       const cursor = this.pendingCursor;
+      const live = this.pendingLive;
       this.pending = [];
       if (run?.paused) {
         run.paused = false;
         run.child.stdout?.resume();
       }
-      this.inFlight = this.deliver(batch, cursor).finally(() => {
+      this.inFlight = this.deliver(batch, cursor, live).finally(() => {
         this.inFlight = undefined;
         this.pump();
       });
@@ -446,7 +451,11 @@ export class JournalReader implements Reader {
     if (run?.closed) this.ended(run);
   }
 
-  private async deliver(batch: LogEntry[], cursor: string | undefined): Promise<void> {
+  private async deliver(
+    batch: LogEntry[],
+    cursor: string | undefined,
+    live: boolean,
+  ): Promise<void> {
     const sink = this.sink;
     if (!sink) return;
     if (batch.length === 0) {
@@ -456,9 +465,9 @@ export class JournalReader implements Reader {
     }
     let changed: boolean;
     try {
-      changed = await sink(batch);
+      changed = await sink(batch, live);
     } catch (error) {
-      this.refused(batch, error);
+      this.refused(batch, live, error);
       return;
     }
     if (this.sinkProblem !== undefined) {
@@ -478,8 +487,9 @@ export class JournalReader implements Reader {
    * read since (whose cursor is the latest), and is offered again after a backoff; the cursor
    * stays before it. Stopping meanwhile leaves it unacknowledged, read again on the next start.
    */
-  private refused(batch: LogEntry[], error: unknown): void {
+  private refused(batch: LogEntry[], live: boolean, error: unknown): void {
     if (this.stopping) return;
+    this.pendingLive = live && (this.pending.length === 0 || this.pendingLive);
     this.pending = batch.concat(this.pending);
     const problem = message(error);
     if (problem !== this.sinkProblem)
