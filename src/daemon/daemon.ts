@@ -76,6 +76,11 @@ export class Daemon {
   /** When the spool write under way began (performance.now()); undefined when none is. */
   private writeStarted: number | undefined;
   private watchdogHeld = false;
+  /**
+   * Set by stop(): a change still under way (a refresh after a spool event) must not arm the
+   * expiry or retry timers afterwards, which would keep the process alive for minutes.
+   */
+  private stopped = false;
   /** Live login lines with old stamps since the last warning, and when the next may be given. */
   private readonly drift = { count: 0, next: 0 };
 
@@ -154,6 +159,7 @@ export class Daemon {
   stop(): Promise<void> {
     return this.serial(async () => {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
+      this.stopped = true;
       await this.stopReader(this.current);
       // A database build under way finishes, so the database matches the text when we exit.
       await this.current?.relay.settled();
@@ -262,6 +268,7 @@ export class Daemon {
 
   /** The spool changed elsewhere (another host, `poprelay add`): the map follows, coalesced. */
   private refresh(): void {
+    if (this.stopped) return;
     if (this.refreshing) {
       this.refreshing.again = true;
       return;
@@ -433,6 +440,7 @@ export class Daemon {
     this.counts.mapError = error.message;
     this.publishStatus();
     clearTimeout(this.mapRetry);
+    if (this.stopped) return;
     this.mapRetry = setTimeout(() => {
       const current = this.current;
       if (!current) return;
@@ -454,7 +462,7 @@ export class Daemon {
     this.live = change.live;
     // With a database still to build, its outcome says whether the map is whole again.
     if (!change.database) this.mapWritten();
-    this.expiry.schedule(change.nextExpiry);
+    if (!this.stopped) this.expiry.schedule(change.nextExpiry);
     this.publishStatus();
   }
 

@@ -115,6 +115,8 @@ export async function findByInode(
 /** A rotated sibling of the followed file: `mail.log.1`, `mail.log-20261124`, ... */
 export interface Rotated {
   path: string;
+  /** What follows `base`: ".1", ".2.gz", "-20261124". */
+  suffix: string;
   ino: bigint;
   size: bigint;
   mtimeNs: bigint;
@@ -136,12 +138,34 @@ export async function rotatedSiblings(directory: string, base: string): Promise<
     const path = join(directory, name);
     try {
       const st = await lstat(path, { bigint: true });
-      if (st.isFile()) found.push({ path, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs });
+      if (st.isFile())
+        found.push({
+          path,
+          suffix: name.slice(base.length),
+          ino: st.ino,
+          size: st.size,
+          mtimeNs: st.mtimeNs,
+        });
     } catch {
       // Gone meanwhile: nothing to read there.
     }
   }
-  return found.sort((a, b) => (a.mtimeNs < b.mtimeNs ? -1 : a.mtimeNs > b.mtimeNs ? 1 : 0));
+  return found.sort(olderFirst);
+}
+
+/** logrotate's numbered names: `.1`, `.2`, ... */
+const NUMBERED = /^\.(\d{1,6})$/;
+
+/**
+ * By the last write; files written within one clock tick (file times are as coarse as the
+ * kernel's tick) by their names: `.2` before `.1`, `-20261123` before `-20261124`.
+ */
+function olderFirst(a: Rotated, b: Rotated): number {
+  if (a.mtimeNs !== b.mtimeNs) return a.mtimeNs < b.mtimeNs ? -1 : 1;
+  const na = NUMBERED.exec(a.suffix);
+  const nb = NUMBERED.exec(b.suffix);
+  if (na && nb) return Number(nb[1]) - Number(na[1]);
+  return a.suffix < b.suffix ? -1 : a.suffix > b.suffix ? 1 : 0;
 }
 
 /**
@@ -155,7 +179,9 @@ export async function nextRotated(
   live: bigint | undefined,
 ): Promise<Rotated | undefined> {
   const siblings = await rotatedSiblings(directory, base);
-  return siblings.find((s) => s.ino !== after.ino && s.ino !== live && s.mtimeNs > after.mtimeNs);
+  // Where the finished file stands among them now (it may have been renamed again meanwhile).
+  const at = siblings.findIndex((s) => s.ino === after.ino);
+  return siblings.find((s, i) => s.ino !== live && (at >= 0 ? i > at : s.mtimeNs > after.mtimeNs));
 }
 
 /**

@@ -1,0 +1,129 @@
+/**
+ * Fault injection, disks: the spool's and the map's file systems full (ENOSPC) or remounted
+ * read-only (EROFS), each on a small tmpfs of its own. The daemon says DEGRADED, retries, and
+ * grants every login logged meanwhile once the fault clears, without a restart.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdir, open, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it, type TestContext } from "node:test";
+import { promisify } from "node:util";
+import { IN_CI, mapKeys, scratch } from "./helpers.js";
+import {
+  assertNoLoss,
+  count,
+  faultSetup,
+  LoginWriter,
+  runDaemon,
+  settle,
+} from "./support/fault.js";
+
+const exec = promisify(execFile);
+
+/** A 1 MiB tmpfs at a fresh directory, unmounted when the test ends. */
+async function smallFileSystem(t: TestContext): Promise<string> {
+  const dir = join(await scratch("poprelay-fault-fs-"), "fs");
+  await mkdir(dir);
+  await exec("mount", ["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", dir]);
+  t.after(() => exec("umount", ["-l", dir]).catch(() => undefined));
+  return dir;
+}
+
+/** Fills a file system until it says ENOSPC; the returned function frees the space. */
+async function fill(dir: string): Promise<() => Promise<void>> {
+  const filler = join(dir, "filler");
+  const fh = await open(filler, "w");
+  const block = Buffer.alloc(64 * 1024, 1);
+  try {
+    for (;;) await fh.write(block);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOSPC") throw error;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+  return () => rm(filler, { force: true });
+}
+
+function skipUnlessRoot(t: TestContext): boolean {
+  if (process.getuid?.() === 0) return false;
+  if (IN_CI) assert.fail("the disk fault tests mount tmpfs: run them as root");
+  t.skip("not root: cannot mount a tmpfs");
+  return true;
+}
+
+type Fault = "ENOSPC" | "EROFS";
+
+/** Starts the fault on `dir`; resolves with the function that clears it. */
+async function inject(fault: Fault, dir: string): Promise<() => Promise<void>> {
+  if (fault === "ENOSPC") return fill(dir);
+  await exec("mount", ["-o", "remount,ro", dir]);
+  return async () => {
+    await exec("mount", ["-o", "remount,rw", dir]);
+  };
+}
+
+describe("fault injection: the spool's and the map's disks", () => {
+  for (const fault of ["ENOSPC", "EROFS"] as const) {
+    it(`spool ${fault}: DEGRADED, retried, everything granted when it clears`, async (t) => {
+      if (skipUnlessRoot(t)) return;
+      const fs = await smallFileSystem(t);
+      const setup = await faultSetup({ spool: join(fs, "spool") });
+      const writer = new LoginWriter(() => setup.log);
+      await writer.write(5);
+      const daemon = await runDaemon(setup);
+      await settle(writer.written, setup.spool);
+      const clear = await inject(fault, fs);
+      const mark = daemon.log().length;
+      await writer.write(5);
+      await daemon.waitForLog(/DEGRADED: cannot write \d+ login\(s\) to the spool/, mark);
+      await writer.burst(20); // read while the spool cannot be written
+      await writer.write(5);
+      await clear();
+      await settle(writer.written, setup.spool, 30_000);
+      await daemon.waitForLog(/the spool is written again/, mark, 30_000);
+      const counts = await count(
+        `spool ${fault}, cleared without a restart`,
+        writer.written,
+        setup.spool,
+      );
+      assert.equal(daemon.child.exitCode, null, "the daemon is still running");
+      await daemon.stop();
+      assertNoLoss(counts, daemon.log());
+    });
+
+    it(`map ${fault}: the spool grants, the map follows when it clears`, async (t) => {
+      if (skipUnlessRoot(t)) return;
+      const fs = await smallFileSystem(t);
+      const setup = await faultSetup({ mapDir: fs });
+      const writer = new LoginWriter(() => setup.log);
+      await writer.write(5);
+      const daemon = await runDaemon(setup);
+      await settle(writer.written, setup.spool);
+      const clear = await inject(fault, fs);
+      const mark = daemon.log().length;
+      await writer.write(10);
+      await daemon.waitForLog(new RegExp(`map: ${setup.map}.*${fault}`), mark);
+      await settle(writer.written, setup.spool);
+      await clear();
+      // The map is written again on the next change or the retry timer (10 s).
+      const deadline = Date.now() + 30_000;
+      let keys = new Set<string>();
+      while (Date.now() < deadline) {
+        keys = new Set(await mapKeys(setup.map));
+        if ([...writer.written].every((ip) => keys.has(ip))) break;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      const lost = [...writer.written].filter((ip) => !keys.has(ip));
+      const wrong = [...keys].filter((ip) => !writer.written.has(ip));
+      console.log(
+        `fault | ${`map ${fault}, cleared without a restart (counted in the map)`.padEnd(58)} | written ${String(writer.written.size).padStart(5)} | granted ${String(keys.size - wrong.length).padStart(5)} | lost ${lost.length} | wrong ${wrong.length}`,
+      );
+      await daemon.stop();
+      assert.deepEqual(lost, [], daemon.log());
+      assert.deepEqual(wrong, []);
+      // The spool never missed one either.
+      assertNoLoss(await count(`map ${fault} (counted in the spool)`, writer.written, setup.spool));
+    });
+  }
+});
