@@ -4,9 +4,11 @@ source "$(dirname "$0")/setup-common.sh"
 require_node
 # g++, make and python3 build the native addons (fs-ext for flock, sd-notify) in npm ci.
 # libsystemd-dev builds the sd-notify addon; systemd, systemd-journal-remote, dovecot and
-# postfix and redis-server are the real parts the tests run against.
+# postfix and redis-server are the real parts the tests run against. libfaketime sets the
+# daemon's clock in the daylight-saving test (test/fault-time.test.ts).
 apt_install ca-certificates g++ make python3 libsystemd-dev systemd systemd-journal-remote \
-  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db
+  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db \
+  libfaketime
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
 # Sendmail's makemap, and the IPv6-capable tcprules.
 apt_install libdb5.3 libldap-2.5-0 libsasl2-2

@@ -4,7 +4,6 @@
  * before it are durable: every login is granted, and nothing else.
  */
 import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { scratch } from "./helpers.js";

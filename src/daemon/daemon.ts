@@ -437,6 +437,10 @@ export class Daemon {
   /** A failed map write leaves the spool change durable; it is retried until one succeeds. */
   private mapFailed(error: unknown): void {
     if (!(error instanceof MapWriteError)) throw error;
+    if (error.message !== this.counts.mapError)
+      this.options.log.error(
+        `DEGRADED: the map is not written: ${error.message}; the spool has every grant, the map is written again on the next change or in ${MAP_RETRY_MS / 1000} s`,
+      );
     this.counts.mapError = error.message;
     this.publishStatus();
     clearTimeout(this.mapRetry);
