@@ -3,6 +3,7 @@
  * mid-batch, while journal files keep arriving. The cursor is saved only after the entries
  * before it are durable: every login is granted, and nothing else.
  */
+import assert from "node:assert/strict";
 import { readdir, readFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -66,7 +67,14 @@ describe("fault injection: the journal cursor", () => {
         await writing;
         daemon = await runDaemon(setup);
       } else {
-        for (const child of await journalctlChildren(pid)) {
+        // Between its runs (catch-up, then follow) there may be none for a moment.
+        const deadline = Date.now() + 3000;
+        let children = await journalctlChildren(pid);
+        while (children.length === 0 && Date.now() < deadline) {
+          await sleep(5);
+          children = await journalctlChildren(pid);
+        }
+        for (const child of children) {
           process.kill(child, "SIGKILL");
           journalctlKills++;
         }
@@ -75,6 +83,7 @@ describe("fault injection: the journal cursor", () => {
     }
     await settle(writer.written, setup.spool, 60_000);
     await daemon.stop();
+    assert.ok(journalctlKills >= 3, `journalctl was killed ${journalctlKills} times`);
     assertNoLoss(
       await count(
         `journal: ${journalctlKills} journalctl kills, ${daemonKills} daemon kill -9s`,
