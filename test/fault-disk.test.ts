@@ -19,6 +19,7 @@ import {
   runDaemon,
   settle,
 } from "./support/fault.js";
+import { notifySocket } from "./support/notify-socket.js";
 
 const exec = promisify(execFile);
 
@@ -57,6 +58,17 @@ function skipUnlessRoot(t: TestContext): boolean {
 
 type Fault = "ENOSPC" | "EROFS";
 
+/** Polls `find` (an index, -1 for none yet) until it finds, or fails after 20 s. */
+async function until(find: () => number): Promise<number> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const found = find();
+    if (found >= 0) return found;
+    if (Date.now() > deadline) assert.fail(`not found in time: ${find.toString()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 /** Starts the fault on `dir`; resolves with the function that clears it. */
 async function inject(fault: Fault, dir: string): Promise<() => Promise<void>> {
   if (fault === "ENOSPC") return fill(dir);
@@ -83,7 +95,11 @@ describe("fault injection: the spool's and the map's disks", () => {
       const setup = await faultSetup({ spool: join(fs, "spool") });
       const writer = new LoginWriter(() => setup.log);
       await writer.write(5);
-      const daemon = await runDaemon(setup);
+      const socket = await notifySocket();
+      const daemon = await runDaemon(setup, {
+        NOTIFY_SOCKET: socket.path,
+        WATCHDOG_USEC: "1000000",
+      });
       await settle(writer.written, setup.spool);
       const clear = await inject(fault, fs);
       const mark = daemon.log().length;
@@ -91,9 +107,22 @@ describe("fault injection: the spool's and the map's disks", () => {
       await daemon.waitForLog(/DEGRADED: cannot write \d+ login\(s\) to the spool/, mark);
       await writer.burst(20); // read while the spool cannot be written
       await writer.write(5);
+      // systemd sees it: STATUS says DEGRADED, and the watchdog goes on (retried in place).
+      const status = (pattern: RegExp, from: number) =>
+        until(() => socket.messages.findIndex((m, i) => i >= from && pattern.test(m.STATUS ?? "")));
+      const degraded = await status(
+        new RegExp(`DEGRADED: logins not yet granted, retrying: .*${fault}`),
+        0,
+      );
+      await until(() => socket.messages.findIndex((m, i) => i > degraded && m.WATCHDOG === "1"));
       await clear();
       await settle(writer.written, setup.spool, 30_000);
       await daemon.waitForLog(/the spool is written again/, mark, 30_000);
+      await until(() =>
+        socket.messages.findIndex(
+          (m, i) => i > degraded && m.STATUS !== undefined && !m.STATUS.includes("DEGRADED"),
+        ),
+      );
       const counts = await count(
         `spool ${fault}, cleared without a restart`,
         writer.written,
