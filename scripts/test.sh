@@ -5,9 +5,11 @@ source "$(dirname "$0")/setup-common.sh"
 require_node 20 "the tests"
 # gcc, make and python3 build poprelay's Node-API addon (native/: flock, sd_notify) in npm ci.
 # systemd, systemd-journal-remote, dovecot, postfix and redis-server are the real parts the
-# tests run against.
+# tests run against. libfaketime sets the daemon's clock in the daylight-saving test
+# (test/fault-time.test.ts).
 apt_install ca-certificates gcc make python3 systemd systemd-journal-remote \
-  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db
+  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db \
+  libfaketime
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
 # Sendmail's makemap, and the IPv6-capable tcprules.
 apt_install libdb5.3 libldap-2.5-0 libsasl2-2

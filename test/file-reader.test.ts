@@ -510,11 +510,12 @@ describe("FileReader", () => {
     assert.deepEqual(second.lines, ["x", "y"]);
   });
 
-  it("stops on a sink rejection without acknowledging the failed batch", async (t) => {
+  it("offers a refused batch again until the sink takes it, never moving past it", async (t) => {
     const { path, make, logged, state } = await setup(t);
     await writeFile(path, "a\n");
+    let failing = true;
     const first = new Collector((batch) => {
-      if (batch.includes("b")) throw new Error("spool is on fire");
+      if (failing && batch.includes("b")) throw new Error("spool is on fire");
       return true;
     });
     const one = make();
@@ -526,14 +527,42 @@ describe("FileReader", () => {
     );
     await appendFile(path, "b\n");
     await until(
-      () => one.status().includes("sink error"),
+      () => one.status().includes("DEGRADED") && first.calls >= 3,
       () => one.status(),
     );
     assert.ok(logged(/error: .*spool is on fire/));
+    assert.equal((await state()).offset, 2, "the position stays before the refused batch");
+    await appendFile(path, "c\n");
+    failing = false;
+    await until(
+      async () => (await state()).offset === 6,
+      () => `the position after c, got ${one.status()}`,
+      10_000,
+    );
+    assert.ok(!one.status().includes("DEGRADED"), one.status());
+    assert.ok(logged(/the sink works again/));
+    await one.stop();
+    assert.deepEqual([...new Set(first.lines)], ["a", "b", "c"]);
+  });
+
+  it("stopped while the sink refuses, it keeps the position before the refused batch", async (t) => {
+    const { path, make, state } = await setup(t);
+    await writeFile(path, "a\n");
+    const first = new Collector((batch) => {
+      if (batch.includes("b")) throw new Error("spool is on fire");
+      return true;
+    });
+    const one = make();
+    await one.start(first.sink);
+    await received(first, 1);
+    await appendFile(path, "b\n");
+    await until(
+      () => one.status().includes("DEGRADED"),
+      () => one.status(),
+    );
     await appendFile(path, "c\n");
     await one.stop();
     assert.equal((await state()).offset, 2);
-    assert.deepEqual(first.lines, ["a", "b"]);
 
     const second = new Collector();
     await make().start(second.sink);

@@ -380,11 +380,12 @@ describe("journal reader on journal directories (systemd-journal-remote)", {
     );
   });
 
-  it("a sink rejection stops the reader; nothing after it is acknowledged; the next reader redelivers", async () => {
+  it("a refused batch is offered again; the cursor stays before it; stopped meanwhile, the next reader redelivers", async () => {
     const { journal, stateFile } = await place();
     await writeJournal(journal, logins(["d1", "d2", "d3"], 10 * MINUTE));
+    let failing = true;
     const sink = recorder((batch) => {
-      if (batch.some((e) => e.kind === "journal" && e.fields.MESSAGE === "d4"))
+      if (failing && batch.some((e) => e.kind === "journal" && e.fields.MESSAGE === "d4"))
         throw new Error("spool is on fire");
       return true;
     });
@@ -394,12 +395,17 @@ describe("journal reader on journal directories (systemd-journal-remote)", {
     await until("following", () => reader.status().startsWith("journal: following"));
     await writeJournal(journal, logins(["d4", "d5"], 5 * MINUTE));
     await until("the failure", () => reader.status().includes("sink failed"));
-    assert.equal(reader.status(), "journal: stopped after the sink failed (spool is on fire)");
-    assert.match(log.lines.join(""), /the sink failed, reading stops.*spool is on fire/);
-    const calls = sink.batches.length;
+    assert.equal(
+      reader.status(),
+      "journal: DEGRADED: the sink failed (spool is on fire), retrying",
+    );
+    assert.match(
+      log.lines.join(""),
+      /the sink failed: spool is on fire; offering the entries again/,
+    );
     await writeJournal(journal, logins(["d6"], 4 * MINUTE));
-    await sleep(300);
-    assert.equal(sink.batches.length, calls, "no batch after the rejection");
+    await until("two offers", () => sink.batches.filter((b) => b.length > 0).length >= 3);
+    assert.equal(await savedCursor(stateFile), (await cursors(journal)).get("d3"));
     await reader.stop();
     assert.equal(await savedCursor(stateFile), (await cursors(journal)).get("d3"));
 
@@ -408,6 +414,32 @@ describe("journal reader on journal directories (systemd-journal-remote)", {
     await next.start(again.sink);
     await until("d6", () => again.has("d6"));
     assert.deepEqual(again.messages(), ["d4", "d5", "d6"]);
+    failing = false;
+    await next.stop();
+  });
+
+  it("a refused batch is granted once the sink works again, without a restart", async () => {
+    const { journal, stateFile } = await place();
+    await writeJournal(journal, logins(["e1"], 10 * MINUTE));
+    let failing = true;
+    const sink = recorder((batch) => {
+      if (failing && batch.some((e) => e.kind === "journal" && e.fields.MESSAGE === "e2"))
+        throw new Error("disk full");
+      return true;
+    });
+    const { reader, log } = newReader({ directory: journal, stateFile });
+    await reader.start(sink.sink);
+    await until("following", () => reader.status().startsWith("journal: following"));
+    await writeJournal(journal, logins(["e2"], 5 * MINUTE));
+    await until("the failure", () => reader.status().includes("DEGRADED"));
+    failing = false;
+    await writeJournal(journal, logins(["e3"], 4 * MINUTE));
+    await until("the cursor after e3", async () => {
+      return (await savedCursor(stateFile).catch(() => "")) === (await cursors(journal)).get("e3");
+    });
+    assert.ok(!reader.status().includes("DEGRADED"), reader.status());
+    assert.match(log.lines.join(""), /the sink works again/);
+    await reader.stop();
   });
 
   it("restarts journalctl with backoff, says so, and still delivers every entry exactly once", async () => {

@@ -1,4 +1,5 @@
 import { mkdir } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { Logger } from "../log.js";
 import { parseListen } from "../policy/listen.js";
@@ -25,12 +26,27 @@ interface Counts {
   last?: { user: string; ip: string; time: number };
   /** Set while the map could not be written; cleared by the next good write. */
   mapError?: string;
+  /** Set while the reader's grants cannot be made durable; cleared by the next good write. */
+  spoolError?: string;
   /** Set while a reload failed and the previous configuration is still in use. */
   reloadError?: string;
 }
 
 // After a failed map write, retry this often until one succeeds.
 const MAP_RETRY_MS = 10_000;
+// A grant that cannot be made durable is retried after this long, doubling up to the maximum.
+const GRANT_RETRY_FIRST_MS = 250;
+const GRANT_RETRY_MAX_MS = 10_000;
+/**
+ * One spool write that has not settled for this long is hung (a dead NFS server, a stuck disk):
+ * the watchdog pings stop, so that systemd restarts the daemon. A write that fails fast is not
+ * hung: it is retried in place, since a restart would not free the disk, and Restart= with
+ * StartLimitBurst= would soon turn a full disk into a unit that stays down.
+ */
+const HUNG_WRITE_MS = 120_000;
+/** A live line's stamp this far before the time it was read is wrong (see consume). */
+const STAMP_DRIFT_MS = 5 * 60_000;
+const DRIFT_WARN_EVERY_MS = 10 * 60_000;
 // Rejections worth a warning: someone is trying something.
 const SUSPICIOUS = new Set(["spoof", "ambiguous"]);
 
@@ -55,6 +71,18 @@ export class Daemon {
   private refreshing: { again: boolean } | undefined;
   // Start, reload and stop run one at a time, in the order they were asked for.
   private lifecycle: Promise<unknown> = Promise.resolve();
+  /** Ends the grant retries of the running reader's sink, so that it can stop. */
+  private sinkAbort = new AbortController();
+  /** When the spool write under way began (performance.now()); undefined when none is. */
+  private writeStarted: number | undefined;
+  private watchdogHeld = false;
+  /**
+   * Set by stop(): a change still under way (a refresh after a spool event) must not arm the
+   * expiry or retry timers afterwards, which would keep the process alive for minutes.
+   */
+  private stopped = false;
+  /** Live login lines with old stamps since the last warning, and when the next may be given. */
+  private readonly drift = { count: 0, next: 0 };
 
   constructor(private readonly options: DaemonOptions) {
     this.expiry = new ExpiryTimer(
@@ -108,7 +136,7 @@ export class Daemon {
         return;
       }
       const previous = this.current;
-      await previous?.reader.stop();
+      await this.stopReader(previous);
       await previous?.relay.settled();
       this.counts.reloadError = undefined;
       // Closed first: it leaves the state it knew for the new store, should Redis not answer.
@@ -131,7 +159,8 @@ export class Daemon {
   stop(): Promise<void> {
     return this.serial(async () => {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
-      await this.current?.reader.stop();
+      this.stopped = true;
+      await this.stopReader(this.current);
       // A database build under way finishes, so the database matches the text when we exit.
       await this.current?.relay.settled();
       this.unwatch?.();
@@ -165,6 +194,7 @@ export class Daemon {
     }
     // Its counts change with every request: STATUS would follow them every second.
     if (this.policy) parts.push(`policy service on ${this.policy.listen}`);
+    if (c.spoolError) parts.push(`DEGRADED: logins not yet granted, retrying: ${c.spoolError}`);
     if (c.mapError) parts.push(`DEGRADED: map not written: ${c.mapError}`);
     if (c.reloadError) parts.push(`reload failed: ${c.reloadError}`);
     return parts.join("; ");
@@ -174,6 +204,18 @@ export class Daemon {
     const result = this.lifecycle.then(step);
     this.lifecycle = result.catch(() => undefined);
     return result;
+  }
+
+  /**
+   * Stops a reader whose sink may be retrying a grant: the reader is told first (so that it
+   * takes the end of the retries as a stop, not a failure), then the retries end. The failed
+   * batch stays unacknowledged: the next start reads it again.
+   */
+  private async stopReader(components: Components | undefined): Promise<void> {
+    if (!components) return;
+    const stopped = components.reader.stop();
+    this.sinkAbort.abort();
+    await stopped;
   }
 
   /** Makes `next` current: the map reflects the spool, then its reader starts. */
@@ -194,8 +236,10 @@ export class Daemon {
       `${next.name}: agent ${next.profile?.name ?? "none"}, ${next.source} input, ${config.spool.backend} spool, ${map}, relay period ${config.relay.period} s`,
     );
     // Readers change state on their own (journalctl restarting, a file rotated): STATUS follows.
+    const abort = new AbortController();
+    this.sinkAbort = abort;
     await next.reader.start(
-      (entries) => this.consume(next, entries),
+      (entries, live) => this.consume(next, entries, live, abort.signal),
       () => this.publishStatus(),
     );
   }
@@ -224,6 +268,7 @@ export class Daemon {
 
   /** The spool changed elsewhere (another host, `poprelay add`): the map follows, coalesced. */
   private refresh(): void {
+    if (this.stopped) return;
     if (this.refreshing) {
       this.refreshing.again = true;
       return;
@@ -243,13 +288,19 @@ export class Daemon {
   }
 
   /** The reader's sink: one batch of entries, in log order. */
-  private async consume(components: Components, entries: LogEntry[]): Promise<boolean> {
+  private async consume(
+    components: Components,
+    entries: LogEntry[],
+    live: boolean,
+    abort: AbortSignal,
+  ): Promise<boolean> {
     const { log } = this.options;
     const match = components.match;
     if (!match) return false;
     const now = new Date();
     const period = components.config.relay.period * 1000;
     const grants: SpoolEntry[] = [];
+    const expired: { ip: string; time: number }[] = [];
     for (const entry of entries) {
       this.counts.lines++;
       const verdict = match(entry, now);
@@ -261,9 +312,18 @@ export class Daemon {
       }
       const { login } = verdict;
       if (login.timeWarning) log.warning(`${login.ip}: ${login.timeWarning}`);
+      // Read as it was written, a line cannot be old: a stamp that says so is read in another
+      // time zone than the log was written in (or a clock is wrong). The read time counts.
+      if (live && now.getTime() - login.time > STAMP_DRIFT_MS) {
+        this.stampDrift(login.ip, login.time, now);
+        login.time = now.getTime();
+      }
       const expires = login.time + period;
       // Replayed after a stop: a login whose period has passed grants nothing.
-      if (expires <= now.getTime()) continue;
+      if (expires <= now.getTime()) {
+        expired.push(login);
+        continue;
+      }
       grants.push({
         ip: login.ip,
         user: login.user,
@@ -274,13 +334,77 @@ export class Daemon {
       this.counts.logins++;
       this.counts.last = { user: login.user, ip: login.ip, time: login.time };
     }
+    const last = expired.at(-1);
+    if (last)
+      log.info(
+        `not granted: ${expired.length} login(s) read after their relay period had passed (the last: ${last.ip} at ${new Date(last.time).toISOString()})`,
+      );
     if (grants.length === 0) return false;
     for (const g of grants)
       log.info(
         `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}`,
       );
-    await this.change(() => components.relay.grant(grants));
+    await this.grantDurably(components, grants, abort);
     return true;
+  }
+
+  /** Warns of a live line's old stamp: the first at once, then at most one line a while. */
+  private stampDrift(ip: string, time: number, now: Date): void {
+    const drift = this.drift;
+    drift.count++;
+    if (now.getTime() < drift.next) return;
+    const minutes = Math.round((now.getTime() - time) / 60_000);
+    const others = drift.count > 1 ? ` (${drift.count - 1} more since the last warning)` : "";
+    this.options.log.warning(
+      `${ip}: the login line read at ${now.toISOString()} says ${new Date(time).toISOString()}, ${minutes} min earlier; granting from the time it was read${others}. Is the log written in another time zone than poprelay runs in (TZ)?`,
+    );
+    drift.count = 0;
+    drift.next = now.getTime() + DRIFT_WARN_EVERY_MS;
+  }
+
+  /**
+   * Writes grants to the spool, retrying with backoff until it succeeds: the reader waits (its
+   * position stays before these lines), STATUS and the log say DEGRADED, and once the fault
+   * clears (space freed, the file system writable again) the grants are made, with everything
+   * read meanwhile in the next batch. Rejects only when the reader is being stopped.
+   */
+  private async grantDurably(
+    components: Components,
+    grants: SpoolEntry[],
+    abort: AbortSignal,
+  ): Promise<void> {
+    const { log } = this.options;
+    let wait = GRANT_RETRY_FIRST_MS;
+    for (;;) {
+      this.writeStarted = performance.now();
+      try {
+        await this.change(() => components.relay.grant(grants));
+        this.writeStarted = undefined;
+        if (this.counts.spoolError !== undefined) {
+          log.notice(
+            `the spool is written again: ${grants.length} login(s) held back by the fault are granted`,
+          );
+          this.counts.spoolError = undefined;
+          this.publishStatus();
+        }
+        return;
+      } catch (error) {
+        this.writeStarted = undefined;
+        const text = (error as Error).message ?? String(error);
+        if (text !== this.counts.spoolError)
+          log.error(
+            `DEGRADED: cannot write ${grants.length} login(s) to the spool: ${text}; retrying until it works, the reader waits and skips nothing`,
+          );
+        this.counts.spoolError = text;
+        this.publishStatus();
+      }
+      try {
+        await sleep(wait, undefined, { signal: abort });
+      } catch {
+        throw new Error("stopping: the grants not written stay unacknowledged");
+      }
+      wait = Math.min(wait * 2, GRANT_RETRY_MAX_MS);
+    }
   }
 
   private async expire(): Promise<void> {
@@ -313,9 +437,14 @@ export class Daemon {
   /** A failed map write leaves the spool change durable; it is retried until one succeeds. */
   private mapFailed(error: unknown): void {
     if (!(error instanceof MapWriteError)) throw error;
+    if (error.message !== this.counts.mapError)
+      this.options.log.error(
+        `DEGRADED: the map is not written: ${error.message}; the spool has every grant, the map is written again on the next change or in ${MAP_RETRY_MS / 1000} s`,
+      );
     this.counts.mapError = error.message;
     this.publishStatus();
     clearTimeout(this.mapRetry);
+    if (this.stopped) return;
     this.mapRetry = setTimeout(() => {
       const current = this.current;
       if (!current) return;
@@ -337,7 +466,7 @@ export class Daemon {
     this.live = change.live;
     // With a database still to build, its outcome says whether the map is whole again.
     if (!change.database) this.mapWritten();
-    this.expiry.schedule(change.nextExpiry);
+    if (!this.stopped) this.expiry.schedule(change.nextExpiry);
     this.publishStatus();
   }
 
@@ -359,6 +488,21 @@ export class Daemon {
     const pid = process.env.WATCHDOG_PID;
     if (!usec || (pid && Number(pid) !== process.pid) || this.watchdog) return;
     // Half the interval, as sd_watchdog_enabled(3) advises.
-    this.watchdog = setInterval(() => this.options.notifier.send({ WATCHDOG: "1" }), usec / 2000);
+    this.watchdog = setInterval(() => this.pingWatchdog(), usec / 2000);
+  }
+
+  /** WATCHDOG=1, unless a spool write hangs: then systemd is left to restart the daemon. */
+  private pingWatchdog(): void {
+    const started = this.writeStarted;
+    const hung = started !== undefined && performance.now() - started > HUNG_WRITE_MS;
+    if (hung !== this.watchdogHeld) {
+      this.watchdogHeld = hung;
+      if (hung)
+        this.options.log.error(
+          `a spool write has not finished for ${HUNG_WRITE_MS / 1000} s: no more watchdog pings, so that systemd restarts poprelay`,
+        );
+      else this.options.log.notice("the hung spool write finished: watchdog pings again");
+    }
+    if (!hung) this.options.notifier.send({ WATCHDOG: "1" });
   }
 }

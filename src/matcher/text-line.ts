@@ -13,6 +13,9 @@ const TAG_ONLY = /^([^\s:[\]]{1,64})(?:\[\d{1,10}\])?: /;
 const PREFIX_THEN_STAMP = /^[a-z][a-z0-9_-]{0,31}: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) /;
 // A day's slack for clocks and time zones before a stamp counts as last year's.
 const DAY = 86_400_000;
+const HOUR = 3_600_000;
+// How far a stamp may lie after the time its line was read (clocks a little apart).
+const STAMP_SLACK = 60_000;
 
 /**
  * A text line's record. The time is worked out on first use only: most lines that reach the
@@ -89,7 +92,26 @@ function classicTime(match: RegExpExecArray, now: Date): number | undefined {
     const date: Date = new Date(year, month, day, hours, minutes, seconds);
     // Reject Feb 30 and the like, which Date would roll over.
     if (date.getDate() !== day) continue;
-    if (date.getTime() <= now.getTime() + DAY) return date.getTime();
+    if (date.getTime() <= now.getTime() + DAY) return laterOccurrence(date, now);
   }
   return undefined;
+}
+
+/**
+ * A local wall-clock time in the hour repeated when daylight saving time ends happens twice;
+ * Date gives the first. The line was read at `now`: the second occurrence is the one meant
+ * unless it is still to come (the line was read during the first). Taking the first would
+ * date a login up to an hour early, and a short relay.period would expire it at once.
+ */
+function laterOccurrence(date: Date, now: Date): number {
+  const time = date.getTime();
+  // Fall-back moves the offset forward (getTimezoneOffset grows): by 60 min in most zones.
+  const shift = new Date(time + 3 * HOUR).getTimezoneOffset() - date.getTimezoneOffset();
+  if (shift <= 0) return time;
+  const later = new Date(time + shift * 60_000);
+  const same =
+    later.getHours() === date.getHours() &&
+    later.getMinutes() === date.getMinutes() &&
+    later.getDate() === date.getDate();
+  return same && later.getTime() <= now.getTime() + STAMP_SLACK ? later.getTime() : time;
 }

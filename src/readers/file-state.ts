@@ -83,6 +83,10 @@ export function formatPosition(position: FilePosition): string {
 }
 
 /** Names that compression gives a rotated log: such a file is a different inode anyway. */
+export function isCompressed(name: string): boolean {
+  return COMPRESSED.test(name);
+}
+
 const COMPRESSED = /\.(gz|bz2|xz|zst|lz4|lzma|lz|z|zip|br)$/i;
 
 /**
@@ -103,6 +107,106 @@ export async function findByInode(
       if (st.isFile() && st.ino === inode) return path;
     } catch {
       // Gone meanwhile, or unreadable: not ours to judge.
+    }
+  }
+  return undefined;
+}
+
+/** A rotated sibling of the followed file: `mail.log.1`, `mail.log-20261124`, ... */
+export interface Rotated {
+  path: string;
+  /** What follows `base`: ".1", ".2.gz", "-20261124". */
+  suffix: string;
+  ino: bigint;
+  size: bigint;
+  mtimeNs: bigint;
+}
+
+/**
+ * The regular, uncompressed files in `directory` named `base.SUFFIX` or `base-SUFFIX` (what
+ * logrotate makes, numbered or with dateext), oldest write first. Compressed ones are left out:
+ * the reader does not decompress (README: the covered layouts).
+ */
+export async function rotatedSiblings(directory: string, base: string): Promise<Rotated[]> {
+  const entries = await readdir(directory, { withFileTypes: true });
+  const found: Rotated[] = [];
+  for (const entry of entries) {
+    const name = entry.name;
+    if (name.length <= base.length + 1 || !name.startsWith(base) || isCompressed(name)) continue;
+    const sep = name.charAt(base.length);
+    if (sep !== "." && sep !== "-") continue;
+    const path = join(directory, name);
+    try {
+      const st = await lstat(path, { bigint: true });
+      if (st.isFile())
+        found.push({
+          path,
+          suffix: name.slice(base.length),
+          ino: st.ino,
+          size: st.size,
+          mtimeNs: st.mtimeNs,
+        });
+    } catch {
+      // Gone meanwhile: nothing to read there.
+    }
+  }
+  return found.sort(olderFirst);
+}
+
+/** logrotate's numbered names: `.1`, `.2`, ... */
+const NUMBERED = /^\.(\d{1,6})$/;
+
+/**
+ * By the last write; files written within one clock tick (file times are as coarse as the
+ * kernel's tick) by their names: `.2` before `.1`, `-20261123` before `-20261124`.
+ */
+function olderFirst(a: Rotated, b: Rotated): number {
+  if (a.mtimeNs !== b.mtimeNs) return a.mtimeNs < b.mtimeNs ? -1 : 1;
+  const na = NUMBERED.exec(a.suffix);
+  const nb = NUMBERED.exec(b.suffix);
+  if (na && nb) return Number(nb[1]) - Number(na[1]);
+  return a.suffix < b.suffix ? -1 : a.suffix > b.suffix ? 1 : 0;
+}
+
+/**
+ * The rotated file written after the one with inode `after` (modified at `afterMtimeNs`) and
+ * before the live one: the next link of a rotation chain (log.2, then log.1, then log).
+ */
+export async function nextRotated(
+  directory: string,
+  base: string,
+  after: { ino: bigint; mtimeNs: bigint },
+  live: bigint | undefined,
+): Promise<Rotated | undefined> {
+  const siblings = await rotatedSiblings(directory, base);
+  // Where the finished file stands among them now (it may have been renamed again meanwhile).
+  const at = siblings.findIndex((s) => s.ino === after.ino);
+  return siblings.find((s, i) => s.ino !== live && (at >= 0 ? i > at : s.mtimeNs > after.mtimeNs));
+}
+
+/**
+ * The copy copytruncate made of the followed file: a rotated sibling, other than inode
+ * `except`, at least `minSize` bytes long, whose first line has the hash `hash`.
+ */
+export async function findCopy(
+  directory: string,
+  base: string,
+  hash: string,
+  minSize: number,
+  except: bigint,
+): Promise<Rotated | undefined> {
+  const siblings = await rotatedSiblings(directory, base);
+  // The newest first: an older rotation with the same first line is not the copy just made.
+  for (const candidate of siblings.reverse()) {
+    if (candidate.ino === except || candidate.size < BigInt(minSize)) continue;
+    let fh: FileHandle | undefined;
+    try {
+      fh = await openForReading(candidate.path);
+      if ((await firstLineHash(fh)).hash === hash) return candidate;
+    } catch {
+      // Unreadable or gone: not the copy we can use.
+    } finally {
+      await fh?.close().catch(() => undefined);
     }
   }
   return undefined;

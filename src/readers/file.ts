@@ -19,10 +19,14 @@ import type { Logger } from "../log.js";
 import {
   type FilePosition,
   findByInode,
+  findCopy,
   firstLineHash,
   formatPosition,
   loadPosition,
+  nextRotated,
   openForReading,
+  type Rotated,
+  rotatedSiblings,
 } from "./file-state.js";
 import { LineSplitter } from "./lines.js";
 import { watchSeesEveryWrite } from "./local-fs.js";
@@ -74,6 +78,9 @@ interface Cursor {
 }
 
 const READ_BYTES = 256 * 1024;
+/** A batch the sink refused is offered again after this long, doubling up to the maximum. */
+const SINK_RETRY_FIRST_MS = 500;
+const SINK_RETRY_MAX_MS = 30_000;
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -108,6 +115,10 @@ export class FileReader implements Reader {
   private missing = false;
 
   private queue: LogEntry[] = [];
+  /** Every queued line was read while following the file (see EntrySink). */
+  private queueLive = false;
+  /** The followed file was read to its end once: lines read from now on are live. */
+  private caughtUp = false;
   /** The position just after the last queued line. */
   private mark: FilePosition | undefined;
   private inflight: Promise<void> | undefined;
@@ -138,7 +149,10 @@ export class FileReader implements Reader {
   private lastLook: string | undefined;
 
   private stopping = false;
-  private failed = false;
+  /** The sink's last failure, while its batch waits to be offered again. */
+  private sinkProblem: string | undefined;
+  private sinkRetry: NodeJS.Timeout | undefined;
+  private sinkRetryMs = SINK_RETRY_FIRST_MS;
   private closing: Promise<void> | undefined;
   private problem: string | undefined;
   private readonly statusChanges = new StatusChanges(() => this.status());
@@ -175,10 +189,10 @@ export class FileReader implements Reader {
 
   status(): string {
     const where = `file ${this.path}`;
-    if (this.failed) return `${where}: stopped after a sink error`;
     if (this.closing) return `${where}: stopped`;
     if (!this.sink) return `${where}: not started`;
-    const problem = this.problem ? ` (${this.problem})` : "";
+    const trouble = this.problem ?? (this.sinkProblem && `DEGRADED: ${this.sinkProblem}, retrying`);
+    const problem = trouble ? ` (${trouble})` : "";
     const cur = this.cur;
     if (!cur && this.problem) return `${where}: ${this.problem}; retrying`;
     if (!cur) return `waiting for ${this.path} to appear`;
@@ -206,6 +220,10 @@ export class FileReader implements Reader {
       );
       return;
     }
+    // What is saved stays saved until a later position is acknowledged: a position taken on
+    // the way (a file switched to before the last batch is durable) must never replace it.
+    this.acked = saved;
+    this.persisted = saved;
     const inode = BigInt(saved.inode);
     try {
       const st = await stat(this.path, { bigint: true }).catch((error: unknown) => {
@@ -217,10 +235,9 @@ export class FileReader implements Reader {
         return;
       }
       const rotated = await findByInode(this.directory, inode, this.base);
-      if (rotated) {
-        await this.openRotated(rotated, inode, saved);
-        return;
-      }
+      if (rotated && (await this.openRotated(rotated, inode, saved))) return;
+      if (await this.resumeFromCopy(saved, st?.ino)) return;
+      if (await this.resumeUnsaved(st?.ino)) return;
       this.log.info(
         `file ${this.path}: the file of the saved position (inode ${saved.inode}) is gone: reading ${this.path} from byte 0`,
       );
@@ -255,6 +272,79 @@ export class FileReader implements Reader {
       await fh.close().catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * copytruncate ran while we were stopped (or between our last read and now): the lines after
+   * the saved offset live on in the copy, the rotated file whose first line is the saved one.
+   * Finishes the copy from the saved offset first; the followed file is then read from byte 0.
+   */
+  private async resumeFromCopy(saved: FilePosition, live: bigint | undefined): Promise<boolean> {
+    if (saved.offset === 0 || saved.firstLineHash === "") return false;
+    const copy = await findCopy(
+      this.directory,
+      this.base,
+      saved.firstLineHash,
+      saved.offset,
+      live ?? -1n,
+    );
+    if (!copy) return false;
+    const fh = await openForReading(copy.path);
+    const st = await fh.stat({ bigint: true });
+    if (st.ino !== copy.ino) return close(fh, false);
+    this.cur = this.cursor(fh, st.dev, st.ino, copy.path, saved.offset);
+    this.cur.hash = saved.firstLineHash;
+    this.cur.gone = true;
+    this.log.notice(
+      `file ${this.path}: it was copied and truncated (copytruncate): finishing the copy ${copy.path} from byte ${saved.offset} first`,
+    );
+    return true;
+  }
+
+  /**
+   * The saved file is gone (deleted, or compressed by a later rotation): every rotated file
+   * written since the position was saved may hold lines not read yet. The oldest of them is
+   * read from byte 0 (what was read before is granted again, which changes nothing), then the
+   * chain on to the followed file.
+   */
+  private async resumeUnsaved(live: bigint | undefined): Promise<boolean> {
+    let savedAt: bigint;
+    try {
+      savedAt = (await lstat(this.stateFile, { bigint: true })).mtimeNs;
+    } catch {
+      return false;
+    }
+    const siblings = await rotatedSiblings(this.directory, this.base);
+    const next = siblings.find((s) => s.ino !== live && s.mtimeNs >= savedAt);
+    if (!next) return false;
+    return this.openChained(next, "the file of the saved position is gone");
+  }
+
+  /** Opens a rotated file from byte 0, to be read to its end before what comes after it. */
+  private async openChained(next: Rotated, why: string): Promise<boolean> {
+    let fh: FileHandle;
+    try {
+      fh = await openForReading(next.path);
+    } catch (error) {
+      if (isMissing(error)) return false;
+      throw error;
+    }
+    const st = await fh.stat({ bigint: true });
+    if (st.ino !== next.ino || !st.isFile()) return close(fh, false);
+    this.cur = this.cursor(fh, st.dev, st.ino, next.path, 0);
+    this.cur.gone = true;
+    this.markStart(this.cur);
+    this.log.notice(`file ${this.path}: ${why}: reading the rotated ${next.path} from byte 0`);
+    return true;
+  }
+
+  /**
+   * The position "this file, from byte 0", taken in line order: it is acknowledged (and saved)
+   * only once every line queued before it is durable.
+   */
+  private markStart(cur: Cursor): void {
+    this.mark = { path: this.path, inode: String(cur.ino), offset: 0, firstLineHash: "" };
+    this.deliver();
   }
 
   /** Why `saved` does not describe this file, or undefined when it does. */
@@ -327,7 +417,7 @@ export class FileReader implements Reader {
     if (this.verifyHead) {
       this.verifyHead = false;
       if (!cur.gone && cur.hash !== undefined && (await firstLineHash(cur.fh)).hash !== cur.hash) {
-        this.restart(cur, "was truncated and rewritten (its first line changed)");
+        await this.truncated(cur, "was truncated and rewritten (its first line changed)");
         return;
       }
     }
@@ -337,7 +427,7 @@ export class FileReader implements Reader {
     if (!cur.gone) {
       const st = await cur.fh.stat({ bigint: true });
       if (st.size < BigInt(cur.pos)) {
-        this.restart(cur, `was truncated (${st.size} bytes, we were at byte ${cur.pos})`);
+        await this.truncated(cur, `was truncated (${st.size} bytes, we were at byte ${cur.pos})`);
         return;
       }
     }
@@ -366,9 +456,13 @@ export class FileReader implements Reader {
           : `file ${this.path}: it was renamed or removed: finishing it (at byte ${cur.pos}), then waiting for a new one`,
       );
     }
+    // A rotated file written after this one (a second rotation while we were stopped, or while
+    // we finished this one): the writer has moved on; that one comes next, before the new file.
+    const done = await cur.fh.stat({ bigint: true });
+    const next = await nextRotated(this.directory, this.base, done, now?.ino);
     // Switch only once the writer has moved on: until the new file has data, the writer may
     // still be appending to the old one (logrotate's postrotate has not signalled it yet).
-    if (!now?.isFile() || now.size === 0n) return;
+    if (!next && (!now?.isFile() || now.size === 0n)) return;
     if (await this.readAvailable(cur)) return;
     const last = cur.splitter.flush();
     if (last !== undefined) {
@@ -380,11 +474,12 @@ export class FileReader implements Reader {
     this.cur = undefined;
     await cur.fh.close().catch(() => undefined);
     const old = cur.name === this.path ? "the old file" : cur.name;
+    this.wanted = true;
+    if (next && (await this.openChained(next, `finished ${old} at byte ${cur.pos}`))) return;
     this.log.notice(
       `file ${this.path}: finished ${old} at byte ${cur.pos}: reading the new ${this.path} from byte 0`,
     );
     await this.openPath();
-    this.wanted = true;
   }
 
   /** Opens `path` if it exists, at the saved offset when it is the saved file, else at 0. */
@@ -407,7 +502,10 @@ export class FileReader implements Reader {
       if (saved) {
         const verdict = saved.inode === String(st.ino) ? await this.judge(fh, st.size, saved) : "";
         if (verdict === undefined) offset = saved.offset;
-        else
+        else if (await this.resumeFromCopy(saved, st.ino)) {
+          await fh.close().catch(() => undefined);
+          return;
+        } else
           this.log.notice(
             `file ${this.path}: ${verdict || "another file than the saved position's"}: reading it from byte 0`,
           );
@@ -424,12 +522,9 @@ export class FileReader implements Reader {
       );
       this.cur = this.cursor(fh, st.dev, st.ino, this.path, offset);
       if (saved && offset > 0) this.cur.hash = saved.firstLineHash;
-      if (!saved && this.acked === undefined) {
-        // Saved before any line is read: killed before its first save, a reader restarted after
-        // a rotation would otherwise not know the old file, and lose the lines left in it.
-        this.acked = { path: this.path, inode: String(st.ino), offset: 0, firstLineHash: "" };
-        void this.persist();
-      }
+      // Saved before any line of it is read (once all before it is durable): killed then, a
+      // reader restarted after a rotation knows this file, and finishes the lines left in it.
+      if (offset === 0) this.markStart(this.cur);
       if (offset > 0) this.log.info(`file ${this.path}: resuming at byte ${offset}`);
     } catch (error) {
       await fh.close().catch(() => undefined);
@@ -449,7 +544,10 @@ export class FileReader implements Reader {
         return true;
       }
       const { bytesRead } = await cur.fh.read(this.buffer, 0, READ_BYTES, cur.pos);
-      if (bytesRead === 0) return false;
+      if (bytesRead === 0) {
+        if (!cur.gone) this.caughtUp = true;
+        return false;
+      }
       cur.pos += bytesRead;
       const dropped = cur.splitter.dropped;
       const lines = cur.splitter.push(this.buffer.subarray(0, bytesRead));
@@ -467,6 +565,8 @@ export class FileReader implements Reader {
   }
 
   private enqueue(cur: Cursor, lines: string[]): void {
+    const live = this.caughtUp && !cur.gone;
+    this.queueLive = this.queue.length === 0 ? live : this.queueLive && live;
     for (const line of lines) {
       // A hole of NULs (copytruncate with a writer lacking O_APPEND, a crash) before the text.
       const text = line.charCodeAt(0) === 0 ? line.replace(/^\0+/, "") : line;
@@ -481,12 +581,41 @@ export class FileReader implements Reader {
     this.deliver();
   }
 
-  private restart(cur: Cursor, why: string): void {
+  /**
+   * The followed file was truncated under us (copytruncate). What was appended after our last
+   * read lives on only in the copy: finish that from where we were, then this file from byte 0.
+   * Without a copy, this file is read again from byte 0.
+   */
+  private async truncated(cur: Cursor, why: string): Promise<void> {
+    this.wanted = true;
+    const copy =
+      cur.hash === undefined
+        ? undefined
+        : await findCopy(this.directory, this.base, cur.hash, cur.pos, cur.ino);
+    if (copy) {
+      let fh: FileHandle | undefined;
+      try {
+        fh = await openForReading(copy.path);
+        const st = await fh.stat({ bigint: true });
+        if (st.ino === copy.ino) {
+          this.cur = { ...cur, fh, dev: st.dev, ino: st.ino, name: copy.path, gone: true };
+          await cur.fh.close().catch(() => undefined);
+          this.log.notice(
+            `file ${this.path}: it ${why}: finishing its copy ${copy.path} from byte ${cur.pos} first`,
+          );
+          return;
+        }
+        await fh.close();
+      } catch (error) {
+        await fh?.close().catch(() => undefined);
+        if (!isMissing(error)) throw error;
+      }
+    }
     this.log.notice(`file ${this.path}: it ${why}: reading it again from byte 0`);
     cur.pos = 0;
     cur.hash = undefined;
     cur.splitter.reset();
-    this.wanted = true;
+    this.markStart(cur);
   }
 
   private reportDropped(cur: Cursor, before: number): void {
@@ -502,13 +631,24 @@ export class FileReader implements Reader {
   /** Hands everything queued to the sink as one batch, unless a batch is in flight. */
   private deliver(): void {
     const sink = this.sink;
-    if (this.inflight || this.queue.length === 0 || !sink || this.stopping) return;
+    if (this.inflight || this.sinkRetry || !sink || this.stopping) return;
+    if (this.queue.length === 0) {
+      // A position with no line to go with it (a truncation): acknowledged once all before it is.
+      if (this.mark !== undefined && this.mark !== this.acked) this.acknowledge(this.mark, true);
+      return;
+    }
     const batch = this.queue;
     const mark = this.mark;
+    const live = this.queueLive;
     this.queue = [];
-    this.inflight = (async () => sink(batch))().then(
+    this.inflight = (async () => sink(batch, live))().then(
       (changed) => {
         this.inflight = undefined;
+        if (this.sinkProblem !== undefined) {
+          this.log.notice(`file ${this.path}: the sink works again`);
+          this.sinkProblem = undefined;
+        }
+        this.sinkRetryMs = SINK_RETRY_FIRST_MS;
         this.acknowledge(mark, changed === true);
         this.statusChanges.check();
         this.deliver();
@@ -519,11 +659,27 @@ export class FileReader implements Reader {
       },
       (error: unknown) => {
         this.inflight = undefined;
-        this.failed = true;
-        this.queue = [];
-        this.log.error(`file ${this.path}: the sink failed, the reader stops: ${describe(error)}`);
+        if (this.stopping) {
+          // Stopped while the sink retried: the batch stays unacknowledged, read again next start.
+          this.queue = [];
+          return;
+        }
+        // Never stop for good: the batch goes back in front, and is offered again later.
+        this.queueLive = live && (this.queue.length === 0 || this.queueLive);
+        this.queue = batch.concat(this.queue);
+        const wait = this.sinkRetryMs;
+        this.sinkRetryMs = Math.min(wait * 2, SINK_RETRY_MAX_MS);
+        const problem = `the sink failed: ${describe(error)}`;
+        if (problem !== this.sinkProblem)
+          this.log.error(
+            `file ${this.path}: ${problem}; offering the batch again (every ${SINK_RETRY_MAX_MS / 1000} s at most), the position stays before it`,
+          );
+        this.sinkProblem = problem;
         this.statusChanges.check();
-        void this.shutdown();
+        this.sinkRetry = setTimeout(() => {
+          this.sinkRetry = undefined;
+          this.deliver();
+        }, wait);
       },
     );
   }
@@ -673,6 +829,7 @@ export class FileReader implements Reader {
       this.stopping = true;
       this.closeWatcher();
       clearTimeout(this.timer);
+      clearTimeout(this.sinkRetry);
       clearTimeout(this.lazyPersist);
       this.lazyPersist = undefined;
       await this.pumping;

@@ -74,6 +74,9 @@ const MAX_LINE_BYTES = 64 * 1024 * 1024;
 const STDERR_LOGGED = 10;
 const STDERR_TAIL_LINES = 3;
 const KILL_AFTER_MS = 5000;
+/** A batch the sink refused is offered again after this long, doubling up to the maximum. */
+const SINK_RETRY_FIRST_MS = 500;
+const SINK_RETRY_MAX_MS = 30_000;
 
 /** A journal field name as journalctl takes it in a match. */
 const FIELD = /^[A-Z_][A-Z0-9_]*$/;
@@ -177,6 +180,8 @@ export class JournalReader implements Reader {
   private run: Run | undefined;
   /** Entries read, not yet handed to the sink, and the cursor of the last of them. */
   private pending: LogEntry[] = [];
+  /** Every pending entry was read by a --follow run (see EntrySink). */
+  private pendingLive = false;
   private pendingCursor: string | undefined;
   private inFlight: Promise<void> | undefined;
   /** The cursor of the last entry the sink acknowledged (or the saved one, at start). */
@@ -198,8 +203,10 @@ export class JournalReader implements Reader {
   private problem: string | undefined;
   private stopping = false;
   private stopped: Promise<void> | undefined;
-  private failure: unknown;
-  private failed = false;
+  /** The sink's last failure, while its batch waits to be offered again. */
+  private sinkProblem: string | undefined;
+  private sinkRetry: NodeJS.Timeout | undefined;
+  private sinkDelay = SINK_RETRY_FIRST_MS;
   private readonly statusChanges = new StatusChanges(() => this.status());
 
   constructor(options: JournalReaderOptions) {
@@ -247,8 +254,9 @@ export class JournalReader implements Reader {
 
   /** Times in it are absolute: the daemon sends it on when it changes, not every few seconds. */
   status(): string {
-    if (this.failed) return `journal: stopped after the sink failed (${message(this.failure)})`;
     if (this.stopping) return "journal: stopped";
+    if (this.sinkProblem !== undefined)
+      return `journal: DEGRADED: the sink failed (${this.sinkProblem}), retrying`;
     if (this.restartTimer) {
       const at = new Date(this.restartAt).toISOString();
       return `journal: ${this.problem}, restarting in ${formatDuration(this.restartWait)} (at ${at})`;
@@ -262,10 +270,6 @@ export class JournalReader implements Reader {
     if (run.phase === "catch-up")
       return `journal: catching up (${this.deliveredCount} entries delivered, ${saved})`;
     return `journal: following (${saved})`;
-  }
-
-  private get halted(): boolean {
-    return this.stopping || this.failed;
   }
 
   private async loadCursor(): Promise<string | undefined> {
@@ -285,7 +289,7 @@ export class JournalReader implements Reader {
   }
 
   private spawn(phase: Phase): void {
-    if (this.halted) return;
+    if (this.stopping) return;
     const cursor = this.delivered;
     const args = journalctlArguments({
       matches: this.matches,
@@ -339,17 +343,17 @@ export class JournalReader implements Reader {
       if (run.stderrPartial) this.stderrLine(run, run.stderrPartial);
       run.stderrPartial = "";
       const partial = run.splitter.flush();
-      if (partial && !this.halted)
+      if (partial && !this.stopping)
         this.log.warning(
           `journal: journalctl's output ended inside an entry, dropped: ${quoteLine(partial)}`,
         );
       closed();
-      if (this.run === run && !this.halted) this.pump();
+      if (this.run === run && !this.stopping) this.pump();
     });
   }
 
   private onData(run: Run, chunk: Buffer): void {
-    if (this.run !== run || this.halted) return;
+    if (this.run !== run || this.stopping) return;
     const dropped = run.splitter.dropped;
     const lines = run.splitter.push(chunk);
     if (run.splitter.dropped !== dropped)
@@ -384,6 +388,8 @@ export class JournalReader implements Reader {
         // --cursor shows the cursor's own entry first when it still matches: delivered already.
         if (run.skipCursor !== undefined && cursor === run.skipCursor) continue;
       }
+      const live = run.phase === "follow";
+      this.pendingLive = this.pending.length === 0 ? live : this.pendingLive && live;
       this.pending.push({ kind: "journal", fields });
       if (typeof cursor === "string") this.pendingCursor = cursor;
     }
@@ -407,7 +413,7 @@ export class JournalReader implements Reader {
     const cut = line.length > 300 ? `${line.slice(0, 300)}…` : line;
     run.stderrTail.push(cut);
     if (run.stderrTail.length > STDERR_TAIL_LINES) run.stderrTail.shift();
-    if (this.halted) return;
+    if (this.stopping) return;
     if (run.stderrLogged < STDERR_LOGGED) this.log.warning(`journal: journalctl: ${cut}`);
     else if (run.stderrLogged === STDERR_LOGGED)
       this.log.warning("journal: journalctl: (further messages of this run not logged)");
@@ -416,9 +422,9 @@ export class JournalReader implements Reader {
 
   /** Hands what was read to the sink when nothing is in flight; applies backpressure when it is. */
   private pump(): void {
-    if (this.halted) return;
+    if (this.stopping) return;
     const run = this.run;
-    if (this.inFlight) {
+    if (this.inFlight || this.sinkRetry) {
       if (run && !run.paused && !run.closed && this.pending.length >= this.maxBatch) {
         run.paused = true;
         run.child.stdout?.pause();
@@ -430,12 +436,13 @@ export class JournalReader implements Reader {
     if (this.pending.length > 0 || passedOver) {
       const batch = this.pending;
       const cursor = this.pendingCursor;
+      const live = this.pendingLive;
       this.pending = [];
       if (run?.paused) {
         run.paused = false;
         run.child.stdout?.resume();
       }
-      this.inFlight = this.deliver(batch, cursor).finally(() => {
+      this.inFlight = this.deliver(batch, cursor, live).finally(() => {
         this.inFlight = undefined;
         this.pump();
       });
@@ -444,7 +451,11 @@ export class JournalReader implements Reader {
     if (run?.closed) this.ended(run);
   }
 
-  private async deliver(batch: LogEntry[], cursor: string | undefined): Promise<void> {
+  private async deliver(
+    batch: LogEntry[],
+    cursor: string | undefined,
+    live: boolean,
+  ): Promise<void> {
     const sink = this.sink;
     if (!sink) return;
     if (batch.length === 0) {
@@ -454,11 +465,16 @@ export class JournalReader implements Reader {
     }
     let changed: boolean;
     try {
-      changed = await sink(batch);
+      changed = await sink(batch, live);
     } catch (error) {
-      this.fail(error);
+      this.refused(batch, live, error);
       return;
     }
+    if (this.sinkProblem !== undefined) {
+      this.log.notice("journal: the sink works again");
+      this.sinkProblem = undefined;
+    }
+    this.sinkDelay = SINK_RETRY_FIRST_MS;
     if (cursor !== undefined) this.delivered = cursor;
     this.deliveredCount += batch.length;
     this.statusChanges.check();
@@ -466,21 +482,28 @@ export class JournalReader implements Reader {
     else this.scheduleSave();
   }
 
-  private fail(error: unknown): void {
-    this.failed = true;
-    this.failure = error;
-    this.pending = [];
-    this.log.error(
-      `journal: the sink failed, reading stops; nothing after the last acknowledged entry is acknowledged: ${message(error)}`,
-    );
-    this.clearTimers();
+  /**
+   * The sink refused a batch: never stop for good. The batch goes back in front of what was
+   * read since (whose cursor is the latest), and is offered again after a backoff; the cursor
+   * stays before it. Stopping meanwhile leaves it unacknowledged, read again on the next start.
+   */
+  private refused(batch: LogEntry[], live: boolean, error: unknown): void {
+    if (this.stopping) return;
+    this.pendingLive = live && (this.pending.length === 0 || this.pendingLive);
+    this.pending = batch.concat(this.pending);
+    const problem = message(error);
+    if (problem !== this.sinkProblem)
+      this.log.error(
+        `journal: the sink failed: ${problem}; offering the entries again (every ${SINK_RETRY_MAX_MS / 1000} s at most), the cursor stays before them`,
+      );
+    this.sinkProblem = problem;
+    const wait = this.sinkDelay;
+    this.sinkDelay = Math.min(wait * 2, SINK_RETRY_MAX_MS);
+    this.sinkRetry = setTimeout(() => {
+      this.sinkRetry = undefined;
+      this.pump();
+    }, wait);
     this.statusChanges.check();
-    const run = this.run;
-    if (run && !run.closed) {
-      run.child.stdout?.resume();
-      run.child.kill("SIGTERM");
-    }
-    void this.save();
   }
 
   /** A run is over and everything it printed has been delivered: go on to follow, or restart. */
@@ -520,7 +543,7 @@ export class JournalReader implements Reader {
   }
 
   private scheduleSave(): void {
-    if (this.saveTimer || this.delivered === this.saved || this.halted) return;
+    if (this.saveTimer || this.delivered === this.saved || this.stopping) return;
     const wait = Math.max(0, this.lastSaveAttempt + this.saveInterval - Date.now());
     this.saveTimer = setTimeout(() => {
       this.saveTimer = undefined;
@@ -567,6 +590,8 @@ export class JournalReader implements Reader {
   }
 
   private clearTimers(): void {
+    if (this.sinkRetry) clearTimeout(this.sinkRetry);
+    this.sinkRetry = undefined;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
     if (this.saveTimer) clearTimeout(this.saveTimer);

@@ -9,13 +9,16 @@ export type LogEntry =
   | { kind: "journal"; fields: JournalFields };
 
 /**
- * Receives entries in log order, a batch at a time. The reader delivers the next batch only
+ * Receives entries in log order, a batch at a time. `live`: every entry of the batch was read
+ * as it was written (the reader was following), not caught up after a start or a gap; a live
+ * line's stamp cannot be old, so a stamp that looks old is the stamp's fault (a time zone). The reader delivers the next batch only
  * after this one's promise settles, so whatever arrives meanwhile becomes one batch: bursts
  * coalesce with no added delay. Resolve `true` when the batch changed durable state (the
  * spool): the reader then persists its position at once; otherwise it may persist lazily.
- * A rejection stops the reader: nothing after the failed batch is acknowledged.
+ * A rejection is never the end: the reader offers the batch again after a backoff,
+ * and acknowledges nothing after it meanwhile.
  */
-export type EntrySink = (entries: LogEntry[]) => Promise<boolean>;
+export type EntrySink = (entries: LogEntry[], live: boolean) => Promise<boolean>;
 
 export interface Reader {
   /**
