@@ -159,9 +159,7 @@ describe("one address, one spelling", () => {
         const mapped = parts.slice(0, 5).every((p) => p === 0) && parts[5] === 0xffff;
         const quad = [parts[6] ?? 0, parts[7] ?? 0].flatMap((p) => [p >> 8, p & 0xff]).join(".");
         spellings.push(`${full.split(":").slice(0, 6).join(":")}:${quad}`);
-        const read = new Set(
-          spellings.map((s) => parseIp(upper ? s.toUpperCase() : s).address),
-        );
+        const read = new Set(spellings.map((s) => parseIp(upper ? s.toUpperCase() : s).address));
         assert.equal(read.size, 1, spellings.join(" "));
         const [address = ""] = read;
         // Only ::ffff:a.b.c.d is an IPv4 host; every other address stays IPv6.
