@@ -34,18 +34,19 @@ const render = (overrides: Partial<MapConfig>, staticText = "") =>
   renderMap(ENTRIES, resolveMap(mapConfig(overrides)), staticText);
 
 describe("renderMap", () => {
-  it("postfix: canonical keys, numeric order, IPv4 first, no duplicates", () => {
+  it("postfix: one-address cidr networks, numeric order, IPv4 first, no duplicates", () => {
     assert.equal(
       render({ mta: "postfix" }),
-      `${HEADER}\n10.0.0.2 OK\n10.0.0.10 OK\n198.51.100.7 OK\n2001:db8::1 OK\n2001:db8:0:1:1:1:1:1 OK\n`,
+      `${HEADER}\n10.0.0.2/32 OK\n10.0.0.10/32 OK\n198.51.100.7/32 OK\n` +
+        "2001:db8::1/128 OK\n2001:db8:0:1:1:1:1:1/128 OK\n",
     );
   });
 
-  it("sendmail: Connect: keys with IPv6: tags", () => {
+  it("sendmail: Connect: keys with IPv6: tags; an IPv6 key that is a parent of others is left out", () => {
     assert.equal(
       render({ mta: "sendmail" }),
       `${HEADER}\nConnect:10.0.0.2 RELAY\nConnect:10.0.0.10 RELAY\nConnect:198.51.100.7 RELAY\n` +
-        "Connect:IPv6:2001:db8::1 RELAY\nConnect:IPv6:2001:db8:0:1:1:1:1:1 RELAY\n",
+        "Connect:IPv6:2001:db8:0:1:1:1:1:1 RELAY\n",
     );
   });
 

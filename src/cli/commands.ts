@@ -1,14 +1,14 @@
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { canonicalIp } from "../address/ip.js";
+import { canonicalIp, InvalidIpError } from "../address/ip.js";
 import { importLegacy } from "../config/legacy.js";
 import { defaultConfig, describeConfig, type LoadedConfig, loadConfig } from "../config/load.js";
 import { profileFor } from "../daemon/components.js";
 import { Daemon } from "../daemon/daemon.js";
 import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
-import { checkMapTools } from "../maps/settings.js";
+import { checkMapTools, exactnessWarnings, grantProblem } from "../maps/settings.js";
 import type { MapWriteResult } from "../maps/write.js";
 import { AGENTS } from "../matcher/agents/index.js";
 import { RelayState } from "../relay-state.js";
@@ -200,6 +200,8 @@ export const COMMANDS: Record<string, Command> = {
     async run(context) {
       const loaded = await loadConfig(context.configDir, context.instance);
       await checkMapTools(loaded.config.map);
+      for (const warning of exactnessWarnings(loaded.config.map, loaded.config.match.allow))
+        context.log.warning(warning);
       if (context.options.print) context.out(describeConfig(loaded));
       else
         context.out(
@@ -214,8 +216,12 @@ export const COMMANDS: Record<string, Command> = {
     takes: ["user"],
     arity: [1, 1],
     async run(context) {
-      const ip = canonicalIp(context.args[0] ?? "").address;
+      const client = canonicalIp(context.args[0] ?? "");
+      const ip = client.address;
       const { loaded, relay } = await open(context);
+      const problem = grantProblem(loaded.config.map, client);
+      if (problem !== undefined)
+        throw new InvalidIpError(ip, problem, `map.mta ${loaded.config.map.mta} cannot grant it`);
       const now = Date.now();
       const entry = {
         ip,
