@@ -8,12 +8,19 @@
  *   as README says (cidr: plus the database), for hash, btree, lmdb and cdb; and with the policy
  *   service instead of a map. smtpd must notice each new map without `postfix reload`.
  * - qmail: tcprulescheck (ucspi-tcp-ipv6) on the cdb that tcprules built from poprelay's map.
+ * - Sendmail: ruleset A (LookUpAddress, what check_relay uses) of a sendmail.cf built with
+ *   FEATURE(access_db), in `sendmail -bt`, over the hash map makemap built.
+ * - Exim: `exim -bh ADDRESS` sessions against an ACL with `accept hosts = net-iplsearch;MAP`.
+ *
+ * Sendmail, Exim and the IPv6 tcprules conflict with Postfix or ucspi-tcp as packages:
+ * scripts/test.sh unpacks them into .cache.
  *
  * Each prints how many neighbours it probed and how many relayed (must be 0).
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { writeFile } from "node:fs/promises";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
@@ -21,7 +28,7 @@ import { type CanonicalIp, parseIp } from "../src/address/ip.js";
 import { defaultConfig } from "../src/config/load.js";
 import type { MapConfig } from "../src/config/types.js";
 import { memoryLogger } from "../src/log.js";
-import { tcpserverKey } from "../src/maps/keys.js";
+import { sendmailKey, tcpserverKey } from "../src/maps/keys.js";
 import { MTAS } from "../src/maps/mtas.js";
 import { writeMap } from "../src/maps/write.js";
 import { describeListen } from "../src/policy/listen.js";
@@ -30,6 +37,7 @@ import { PolicyServer } from "../src/policy/server.js";
 import { sortEntries } from "../src/spool/order.js";
 import type { SpoolEntry } from "../src/spool/types.js";
 import { IN_CI, ROOT, run, scratch } from "./helpers.js";
+import { makeTraversable } from "./support/dovecot.js";
 import { type PostfixMapType, postfixSkipReason, startPostfix } from "./support/postfix.js";
 import { type ProbeSet, probeSet, spellings } from "./support/probes.js";
 
@@ -330,5 +338,182 @@ describe("qmail decides exactly: tcprulescheck on the cdb tcprules built", () =>
       return /RELAYCLIENT/.test(said) && /allow connection/.test(said);
     };
     report(t, "qmail tcprules", await tally(PROBES, exact, relays, 4));
+  });
+});
+
+// ------------------------------------------------------- Sendmail: its own access-map lookup
+
+const SENDMAIL_BIN = join(ROOT, ".cache/sendmail/usr/libexec/sendmail");
+const SENDMAIL_CF = join(ROOT, ".cache/sendmail-cf/usr/share/sendmail/cf");
+
+/** A tool scripts/test.sh unpacks into .cache: its path, or a skip (a failure under CI). */
+async function cached(t: TestContext, path: string): Promise<string | undefined> {
+  if ((await run("test", ["-e", path])).code === 0) return path;
+  const message = `${path} not found (run scripts/test.sh)`;
+  if (IN_CI) assert.fail(message);
+  t.skip(message);
+  return undefined;
+}
+
+/**
+ * A sendmail.cf with FEATURE(access_db) on `map`, built by m4 from Debian's sendmail-cf: the
+ * same rulesets a site's sendmail.cf runs for check_relay.
+ */
+async function sendmailCf(dir: string, map: string): Promise<string> {
+  const mc = join(dir, "sendmail.mc");
+  await writeFile(
+    mc,
+    [
+      "divert(0)dnl",
+      `include(\`${SENDMAIL_CF}/m4/cf.m4')dnl`,
+      "OSTYPE(`linux')dnl",
+      "define(`confDEF_USER_ID', `0:0')dnl",
+      `FEATURE(\`access_db', \`hash -T<TMPF> -o ${map}')dnl`,
+      "MAILER(`local')dnl",
+      "MAILER(`smtp')dnl",
+      "",
+    ].join("\n"),
+  );
+  const built = await run("m4", [`-D_CF_DIR_=${SENDMAIL_CF}/`, mc]);
+  assert.equal(built.code, 0, built.stderr);
+  const cf = join(dir, "sendmail.cf");
+  await writeFile(cf, built.stdout);
+  return cf;
+}
+
+describe("Sendmail decides exactly: its own LookUpAddress ruleset over the access map", () => {
+  it("every grant it can make relays, no neighbour does, and no refused grant", async (t) => {
+    const sendmail = await cached(t, join(SENDMAIL_BIN, "sendmail"));
+    const cfDir = sendmail && (await cached(t, join(SENDMAIL_CF, "m4/cf.m4")));
+    if (!sendmail || !cfDir) return;
+    const dir = await scratch("poprelay-exact-sendmail-");
+    const map = join(dir, "relay");
+    const cf = await sendmailCf(dir, map);
+    const config = mapConfig(map, {
+      mta: "sendmail",
+      command: `${join(SENDMAIL_BIN, "makemap")} -C ${cf} hash %r < %r`,
+    });
+    await writeMap(entries(PROBES.grants), config, { log: memoryLogger() });
+    const exact = (ip: CanonicalIp) => MTAS.sendmail.exactness(ip) === undefined;
+
+    const verdicts = await sendmailVerdicts(sendmail, cf);
+    const relays = async (spelling: string) => verdicts.get(parseIp(spelling).address) ?? false;
+    report(t, "sendmail access_db", await tally(PROBES, exact, relays, 1, (a) => [a]));
+
+    // Control: the lines poprelay leaves out, written anyway, open neighbours.
+    const lines = PROBES.grants.map((ip) => `Connect:${sendmailKey(ip)} RELAY\n`).join("");
+    await runWithInput(join(SENDMAIL_BIN, "makemap"), ["-C", cf, "hash", map], lines);
+    const control = await sendmailVerdicts(sendmail, cf);
+    const opened = PROBES.neighbours.filter((address) => control.get(address));
+    const line = `sendmail control, every grant written: ${opened.length}/${PROBES.neighbours.length} neighbours relayed`;
+    t.diagnostic(line);
+    console.log(`# ${line}`);
+    assert.ok(opened.includes("2001:db8::1:5"), opened.join(" "));
+  });
+});
+
+/**
+ * Sendmail's answer for every grant and neighbour: check_relay hands ruleset A (LookUpAddress)
+ * ${client_addr}, which sendmail spells as glibc's inet_ntop does, "IPv6:"-tagged; A looks up
+ * Connect:ADDR, then ADDR cut at its last "." or ":" again and again. One `sendmail -bt` run
+ * answers every question.
+ */
+async function sendmailVerdicts(sendmail: string, cf: string): Promise<Map<string, boolean>> {
+  const asked = [...new Set([...PROBES.grants.map((ip) => ip.address), ...PROBES.neighbours])];
+  const input = asked
+    .map((address) => `A <${sendmailKey(parseIp(address))}> <?> <+ Connect> <>\n`)
+    .join("");
+  const answer = await runWithInput(
+    sendmail,
+    // The scratch directory is under /tmp: sendmail would call a map there unsafe.
+    ["-C", cf, "-O", "DontBlameSendmail=TrustStickyBit,MapInUnsafeDirPath", "-bt"],
+    input,
+  );
+  // Each question's output follows a "> " prompt; the last "returns" is ruleset A's answer.
+  const chunks = answer.split(/^> /m).slice(1);
+  const verdicts = new Map<string, boolean>();
+  asked.forEach((address, index) => {
+    const returns = [...(chunks[index] ?? "").matchAll(/^A\s+returns: (.*)$/gm)];
+    const last = returns.at(-1)?.[1];
+    assert.ok(last, `no answer for ${address}: ${chunks[index]}`);
+    verdicts.set(address, /^< RELAY >/.test(last));
+  });
+  return verdicts;
+}
+
+function runWithInput(file: string, args: readonly string[], input: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, [...args], { stdio: ["pipe", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      output += chunk;
+    });
+    child.stderr.resume();
+    child.on("error", reject);
+    child.on("close", () => resolve(output));
+    child.stdin.end(input);
+  });
+}
+
+// ---------------------------------------------------------- Exim: exim -bh, net-iplsearch
+
+const EXIM = join(ROOT, ".cache/exim4/usr/sbin/exim4");
+
+describe("Exim decides exactly: exim -bh with accept hosts = net-iplsearch;MAP", () => {
+  it("every grant relays, no neighbour does", async (t) => {
+    const exim = await cached(t, EXIM);
+    if (!exim) return;
+    // The binary insists on its compiled-in user; scripts/test.sh creates it.
+    if ((await run("id", ["Debian-exim"])).code !== 0) {
+      if (IN_CI) assert.fail("user Debian-exim missing (run scripts/test.sh)");
+      t.skip("user Debian-exim missing (run scripts/test.sh)");
+      return;
+    }
+    const dir = await scratch("poprelay-exact-exim-");
+    // Exim runs the session as Debian-exim: it must reach the map and write its spool and log.
+    await makeTraversable(dir);
+    const spool = join(dir, "spool");
+    await mkdir(spool, { mode: 0o1777 });
+    await chmod(spool, 0o1777);
+    const map = join(dir, "relay");
+    await writeMap(entries(PROBES.grants), mapConfig(map, { mta: "exim" }), {
+      log: memoryLogger(),
+    });
+    const conf = join(dir, "exim.conf");
+    await writeFile(
+      conf,
+      [
+        "primary_hostname = mx.poprelay.test",
+        `spool_directory = ${spool}`,
+        `log_file_path = ${spool}/%slog`,
+        "acl_smtp_rcpt = acl_rcpt",
+        "begin acl",
+        "acl_rcpt:",
+        `  accept hosts = net-iplsearch;${map}`,
+        "  deny message = relay not permitted",
+        "",
+      ].join("\n"),
+    );
+    const session =
+      "HELO probe.test\r\nMAIL FROM:<alice@client.test>\r\nRCPT TO:<bob@remote.example>\r\nQUIT\r\n";
+    const relays = async (spelling: string) => {
+      const out = await runWithInput(exim, ["-C", conf, "-bh", spelling], session);
+      if (/^250 Accepted/m.test(out)) return true;
+      assert.match(out, /^550 relay not permitted/m, `${spelling}: ${out.slice(-500)}`);
+      return false;
+    };
+    // Exim reads the address as a number (it shows 2001:db8::1 as 2001:0db8:0000:...): one
+    // spelling each is enough.
+    report(
+      t,
+      "exim net-iplsearch",
+      await tally(
+        PROBES,
+        () => true,
+        relays,
+        4,
+        (a) => [a],
+      ),
+    );
   });
 });
