@@ -107,13 +107,19 @@ function ipv6Problem(address: string): string | undefined {
   return undefined;
 }
 
-/** True when text is already a client address in canonical form (a spool file name, say). */
-export function isCanonicalIp(text: string): boolean {
+/** Why text is not a client address in canonical form (a spool file name, say), or undefined. */
+export function canonicalProblem(text: string): string | undefined {
   try {
-    return canonicalIp(text).address === text;
-  } catch {
-    return false;
+    const { address } = canonicalIp(text);
+    return address === text ? undefined : `not in canonical form (${address})`;
+  } catch (error) {
+    return (error as Error).message;
   }
+}
+
+/** True when text is already a client address in canonical form. */
+export function isCanonicalIp(text: string): boolean {
+  return canonicalProblem(text) === undefined;
 }
 
 /** The eight 16-bit groups of an IPv6 address, or undefined when the text is not one. */
