@@ -413,6 +413,16 @@ describe("PolicyServer over sockets", () => {
     assert.deepEqual(looked, ["127.0.0.9", "127.0.0.9", "127.0.0.10"]);
   });
 
+  it("keeps ::a.b.c.d (as Postfix prints ::7f00:9) IPv6, and never asks about a non-client", async (t) => {
+    const { looked, log, open } = await serve(t);
+    const client = await open();
+    assert.equal(await client.ask({ client_address: "::127.0.0.9" }), "action=DUNNO");
+    for (const client_address of ["0.0.0.0", "::", "ff02::1", "255.255.255.255", "::ffff:0.0.0.0"])
+      assert.equal(await client.ask({ client_address }), "action=DUNNO");
+    assert.deepEqual(looked, ["::7f00:9"]);
+    assert.match(log.lines.join(""), /client_address: not a client address: "ff02::1": multicast/);
+  });
+
   it("answers DUNNO, without a lookup, when client_address is missing or not an address", async (t) => {
     const { server, log, looked, open } = await serve(t);
     const client = await open();
