@@ -333,7 +333,8 @@ describe("writeMap with sendmail's makemap", () => {
       command: `${makemap} -C ${cf} hash %r < %r`,
     });
     const result = await writeMap(entries(IPS), config, { log: memoryLogger() });
-    assert.deepEqual(result, { changed: true, entries: 5, file, products: [`${file}.db`] });
+    // 2001:db8::1 is left out: Sendmail's lookup of 2001:db8::1:5 would reach it (keys.ts).
+    assert.deepEqual(result, { changed: true, entries: 4, file, products: [`${file}.db`] });
     // makemap made it 0640; the MTA reads it as its own user.
     assert.equal((await stat(`${file}.db`)).mode & 0o777, 0o644);
     const dump = await run(makemap, ["-C", cf, "-u", "hash", file]);
@@ -344,7 +345,6 @@ describe("writeMap with sendmail's makemap", () => {
       "connect:10.0.0.2\tRELAY",
       "connect:198.51.100.7\tRELAY",
       "connect:ipv6:2001:db8:0:1:1:1:1:1\tRELAY",
-      "connect:ipv6:2001:db8::1\tRELAY",
     ]);
   });
 });
