@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { CLI, poprelay, run, sandbox, scratch } from "./helpers.js";
 
+/** What smtpd's check_client_access cidr:MAP finds for a client address (README). */
 const postmapQuery = (key: string, map: string) =>
-  run("/usr/sbin/postmap", ["-q", key, `hash:${map}`]);
+  run("/usr/sbin/postmap", ["-q", key, `cidr:${map}`]);
 
 describe("admin commands against a real Postfix map", () => {
   it("add makes postmap -q answer OK; remove makes it answer nothing", async () => {
@@ -48,11 +49,49 @@ describe("admin commands against a real Postfix map", () => {
       assert.equal(result.code, 1, bad);
       assert.match(result.stderr, /not an IP address/);
     }
+    // Valid addresses that no client has: refused with the reason.
+    for (const [bad, reason] of [
+      ["0.0.0.0", /this network/],
+      ["224.0.0.1", /multicast/],
+      ["255.255.255.255", /broadcast/],
+      ["::", /unspecified/],
+      ["ff02::1", /multicast/],
+      ["::ffff:0.0.0.0", /this network/],
+    ] as const) {
+      const result = await poprelay(["add", bad, "--config-dir", dir]);
+      assert.equal(result.code, 1, bad);
+      assert.match(result.stderr, /not a client address/);
+      assert.match(result.stderr, reason);
+    }
+    // ::a.b.c.d is the IPv6 host ::102:304, not a.b.c.d.
+    assert.equal((await poprelay(["add", "::1.2.3.4", "--config-dir", dir])).code, 0);
+    assert.equal((await postmapQuery("1.2.3.4", map)).stdout, "");
     const text = await readFile(map, "utf8");
     assert.deepEqual(
       text.split("\n").filter((l) => l && !l.startsWith("#")),
-      ["192.0.2.4 OK", "2001:db8::7 OK"],
+      ["192.0.2.4/32 OK", "::102:304/128 OK", "2001:db8::7/128 OK"],
     );
+  });
+
+  it("add refuses what the MTA cannot grant exactly, and check warns about it", async () => {
+    const { dir } = await sandbox();
+    await writeFile(
+      join(dir, "conf.d", "60-sendmail.yaml"),
+      "map:\n  mta: sendmail\n  command: /bin/true %r\n",
+    );
+    const refused = await poprelay(["add", "2001:db8::1", "--config-dir", dir]);
+    assert.equal(refused.code, 1);
+    assert.match(
+      refused.stderr,
+      /map\.mta sendmail cannot grant it: "2001:db8::1": .*2001:db8::1:1/,
+    );
+    assert.equal((await poprelay(["add", "2001:db8:0:1:1:1:1:1", "--config-dir", dir])).code, 0);
+    const check = await poprelay(["check", "--config-dir", dir]);
+    assert.equal(check.code, 0, check.stderr);
+    assert.match(check.stderr, /map\.mta: sendmail, IPv6: Sendmail looks up Connect:IPv6: keys/);
+    // A site that grants only IPv4 gets no warning.
+    await writeFile(join(dir, "conf.d", "70-v4.yaml"), "match:\n  allow: [192.0.2.0/24]\n");
+    assert.doesNotMatch((await poprelay(["check", "--config-dir", dir])).stderr, /IPv6/);
   });
 
   it("list, clean, wipe and generate do what the seed's methods did", async () => {
@@ -133,7 +172,7 @@ describe("concurrent writers", () => {
     const lines = (await readFile(map, "utf8")).split("\n").filter((l) => l && !l.startsWith("#"));
     assert.deepEqual(
       lines,
-      ips.map((ip) => `${ip} OK`),
+      ips.map((ip) => `${ip}/32 OK`),
     );
     for (const ip of ips) assert.equal((await postmapQuery(ip, map)).stdout, "OK\n", ip);
   });

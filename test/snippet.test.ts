@@ -50,7 +50,7 @@ describe("poprelay snippet", () => {
   it("prints Postfix's line for the shipped defaults: the README's one Postfix snippet", async () => {
     const defaults = await snippet(await shipped());
     assert.deepEqual(defaults.lines, [
-      "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination",
+      "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access cidr:/var/lib/poprelay/relay, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination",
     ]);
     assert.match(defaults.where, /^# Postfix: \/etc\/postfix\/main\.cf .*postfix reload\n$/);
     // Every Postfix block in the README is this command's output: for the defaults, or for
@@ -72,7 +72,7 @@ describe("poprelay snippet", () => {
   it("follows the configuration: each example's comments show its MTA's lines", async () => {
     const expected: Record<string, string[]> = {
       "postfix.yaml": [
-        "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination",
+        "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access cidr:/var/lib/poprelay/relay, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination",
       ],
       "sendmail.yaml": ["FEATURE(`access_db', `hash -T<TMPF> -o /var/lib/poprelay/relay')dnl"],
       "exim.yaml": ["accept hosts = net-iplsearch;/var/lib/poprelay/relay"],
@@ -104,12 +104,12 @@ describe("poprelay snippet", () => {
       ].join("\n"),
     });
     assert.deepEqual((await snippet(dir)).lines, [
-      "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access lmdb:/srv/relay, reject_unauth_destination",
+      "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access cidr:/srv/relay, check_client_access lmdb:/srv/relay, reject_unauth_destination",
     ]);
     const courier = await poprelay(["snippet", "--instance", "courier", "--config-dir", dir]);
     assert.equal(
       courier.stdout,
-      "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access cdb:/srv/relay, check_policy_service unix:/var/spool/postfix/private/poprelay, reject_unauth_destination\n",
+      "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access cidr:/srv/relay, check_client_access cdb:/srv/relay, check_policy_service unix:/var/spool/postfix/private/poprelay, reject_unauth_destination\n",
     );
     const nothing = await configDir({ "50-local.yaml": "map: {mta: none}\n" });
     const refused = await poprelay(["snippet", "--config-dir", nothing]);

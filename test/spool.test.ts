@@ -122,6 +122,8 @@ describe("file spool", () => {
     await utimes(join(dir, "203.0.113.5"), mtime, mtime);
     await writeFile(join(dir, "not-an-ip"), "x");
     await writeFile(join(dir, "::ffff:1.2.3.4"), "x");
+    // A legacy file for an address no client has is skipped too, saying why.
+    await writeFile(join(dir, "255.255.255.255"), "olduser\n");
     const entries = await spool.list();
     assert.deepEqual(
       entries.map((e) => [e.ip, e.user, e.agent, e.login, e.expires]),
@@ -133,6 +135,10 @@ describe("file spool", () => {
     assert.equal(
       log.lines.filter((l) => /ignoring "(not-an-ip|::ffff:1\.2\.3\.4)"/.test(l)).length,
       2,
+    );
+    assert.match(
+      log.lines.join(""),
+      /ignoring "255\.255\.255\.255": not a client address.*broadcast/,
     );
   });
 });

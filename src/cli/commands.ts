@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { canonicalIp } from "../address/ip.js";
+import { canonicalIp, InvalidIpError } from "../address/ip.js";
 import { importLegacy } from "../config/legacy.js";
 import {
   ConfigError,
@@ -14,7 +14,7 @@ import { profileFor } from "../daemon/components.js";
 import { Daemon } from "../daemon/daemon.js";
 import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
-import { checkMapTools } from "../maps/settings.js";
+import { checkMapTools, exactnessWarnings, grantProblem } from "../maps/settings.js";
 import { snippets } from "../maps/snippet.js";
 import type { MapWriteResult } from "../maps/write.js";
 import { builtinAgents, loadAllAgents, siteAgentsDir } from "../matcher/agents.js";
@@ -276,6 +276,8 @@ export const COMMANDS: Record<string, Command> = {
       const agents = checkAgents(context.configDir);
       // The configured agent, as the daemon will load it (match.regex checked against it).
       if (loaded.config.agent !== "") profileFor(loaded.config, context.configDir);
+      for (const warning of exactnessWarnings(loaded.config.map, loaded.config.match.allow))
+        context.log.warning(warning);
       if (context.options.print) context.out(describeConfig(loaded));
       else
         context.out(
@@ -290,8 +292,12 @@ export const COMMANDS: Record<string, Command> = {
     takes: ["user"],
     arity: [1, 1],
     async run(context) {
-      const ip = canonicalIp(context.args[0] ?? "").address;
+      const client = canonicalIp(context.args[0] ?? "");
+      const ip = client.address;
       const { loaded, relay } = await open(context);
+      const problem = grantProblem(loaded.config.map, client);
+      if (problem !== undefined)
+        throw new InvalidIpError(ip, problem, `map.mta ${loaded.config.map.mta} cannot grant it`);
       const now = Date.now();
       const entry = {
         ip,

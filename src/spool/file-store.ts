@@ -12,7 +12,7 @@ import {
 } from "node:fs";
 import { mkdir, readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { isCanonicalIp } from "../address/ip.js";
+import { canonicalProblem } from "../address/ip.js";
 import { syncDirectory, writeFileAtomic } from "../fs/atomic.js";
 import { processAlive } from "../fs/pid.js";
 import type { Logger } from "../log.js";
@@ -197,9 +197,10 @@ export class FileSpoolStore implements SpoolStore {
     const entries: SpoolEntry[] = [];
     for (const name of names) {
       if (name.startsWith(".")) continue;
-      if (!isCanonicalIp(name)) {
+      const problem = canonicalProblem(name);
+      if (problem !== undefined) {
         this.options.log.warning(
-          `spool ${this.options.directory}: ignoring ${JSON.stringify(name)}: not an address in canonical form`,
+          `spool ${this.options.directory}: ignoring ${JSON.stringify(name)}: ${problem}`,
         );
         continue;
       }
