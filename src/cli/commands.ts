@@ -11,6 +11,7 @@ import type { Logger } from "../log.js";
 import { checkMapTools } from "../maps/settings.js";
 import type { MapWriteResult } from "../maps/write.js";
 import { AGENTS } from "../matcher/agents/index.js";
+import { expandIgnore, MYNETWORKS } from "../matcher/mynetworks.js";
 import { RelayState } from "../relay-state.js";
 import { openSpoolStore } from "../spool/open.js";
 import type { SpoolEntry } from "../spool/types.js";
@@ -164,10 +165,12 @@ export const COMMANDS: Record<string, Command> = {
       const profile = profileFor({ ...config, agent: name });
       const regex =
         typeof context.options.regex === "string" ? context.options.regex : config.match.regex;
+      const ignore = await expandIgnore(config.match.ignore);
+      for (const note of ignore.notes) context.log.warning(note);
       const summary = await runMatch({
         profile,
         regex,
-        ignore: config.match.ignore,
+        ignore: ignore.networks,
         allow: config.match.allow,
         input: context.args[0] ?? "-",
         json: context.options.json === true,
@@ -200,6 +203,11 @@ export const COMMANDS: Record<string, Command> = {
     async run(context) {
       const loaded = await loadConfig(context.configDir, context.instance);
       await checkMapTools(loaded.config.map);
+      if (loaded.config.match.ignore.includes(MYNETWORKS)) {
+        const ignore = await expandIgnore([MYNETWORKS]);
+        for (const note of ignore.notes) context.log.warning(note);
+        context.out(`match.ignore: ${MYNETWORKS} is ${ignore.networks.join(" ") || "(nothing)"}\n`);
+      }
       if (context.options.print) context.out(describeConfig(loaded));
       else
         context.out(

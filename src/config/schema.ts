@@ -1,5 +1,6 @@
 import convict from "convict";
 import { parseCidr } from "../address/cidr.js";
+import { MYNETWORKS } from "../matcher/mynetworks.js";
 import { parseListen } from "../policy/listen.js";
 import { parseHostPort, parseRedisUrl } from "../spool/redis/address.js";
 import { parseDuration } from "./duration.js";
@@ -79,6 +80,11 @@ convict.addFormats({
   "optional-absolute-path": { validate: optionalAbsolutePath },
   "one-line": { validate: oneLine },
   "cidr-list": { validate: stringArray((item) => parseCidr(item)) },
+  "ignore-list": {
+    validate: stringArray((item) => {
+      if (item !== MYNETWORKS) parseCidr(item);
+    }),
+  },
   "journal-matches": {
     validate: stringArray((item) => {
       if (!JOURNAL_MATCH.test(item))
@@ -172,8 +178,8 @@ export const schema = {
       default: [] as string[],
     },
     ignore: {
-      doc: "Networks never granted relay.",
-      format: "cidr-list",
+      doc: `Networks never granted relay; ${MYNETWORKS} reads Postfix's mynetworks (on start and reload).`,
+      format: "ignore-list",
       default: ["127.0.0.0/8", "::1/128"],
     },
     allow: {

@@ -7,6 +7,7 @@ import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
 import { AGENTS } from "../matcher/agents/index.js";
 import { createMatcher } from "../matcher/matcher.js";
+import { expandIgnore } from "../matcher/mynetworks.js";
 import type { AgentProfile } from "../matcher/profile.js";
 import { FileReader } from "../readers/file.js";
 import { JournalReader } from "../readers/journal.js";
@@ -84,12 +85,16 @@ export async function buildComponents(loaded: LoadedConfig, log: Logger): Promis
   const source = await chooseSource(config);
   // A map-only host reads no log: it needs no agent.
   const profile = source === "none" ? undefined : profileFor(config);
+  // postfix:mynetworks is read from Postfix here, so a reload reads it again.
+  const ignore = profile ? await expandIgnore(config.match.ignore) : undefined;
+  for (const note of ignore?.notes ?? []) log.warning(note);
   const match =
     profile &&
+    ignore &&
     createMatcher({
       profile,
       regex: config.match.regex || undefined,
-      ignore: config.match.ignore,
+      ignore: ignore.networks,
       allow: config.match.allow,
     });
   const name = loaded.instance || config.agent || "poprelay";
