@@ -1,6 +1,6 @@
-import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { canonicalIp } from "../address/ip.js";
 import { importLegacy } from "../config/legacy.js";
 import { defaultConfig, describeConfig, type LoadedConfig, loadConfig } from "../config/load.js";
@@ -106,6 +106,20 @@ function formatList(entries: readonly SpoolEntry[], now: number, json: boolean):
           .trimEnd()}\n`,
     )
     .join("");
+}
+
+/** Writes a file the import made; one with other content already there is the admin's. */
+async function writeOnce(path: string, text: string): Promise<void> {
+  const existing = await readFile(path, "utf8").catch(() => undefined);
+  if (existing === text) return;
+  if (existing !== undefined) {
+    throw new Error(
+      `${path} exists already with other lines: compare it with the lines it would get, then remove it and import again`,
+    );
+  }
+  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+  // The daemon's user reads it; the lines are access rules, not secrets.
+  await writeFile(path, text, { mode: 0o644, flag: "wx" });
 }
 
 export const COMMANDS: Record<string, Command> = {
@@ -324,7 +338,18 @@ export const COMMANDS: Record<string, Command> = {
       const text = await readFile(file, "utf8").catch((error: Error) => {
         throw new Error(`${file}: cannot read: ${error.message}`);
       });
-      const result = importLegacy(text, file);
+      const result = importLegacy(text, file, {
+        read: (path) => {
+          try {
+            return readFileSync(path, "utf8");
+          } catch (error) {
+            if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+            throw error;
+          }
+        },
+        headFile: (relayFile) => join(context.configDir, "preserved", basename(relayFile)),
+      });
+      for (const { path, text } of result.files) await writeOnce(path, text);
       context.out(result.yaml);
       for (const note of result.notes) context.log.warning(note);
       return 0;

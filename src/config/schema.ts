@@ -294,6 +294,11 @@ export const schema = {
       format: "optional-absolute-path",
       default: "",
     },
+    head: {
+      doc: "A file of the site's own lines, written before the generated ones (Mail::POPRelay kept the lines above its preserve marker so).",
+      format: "optional-absolute-path",
+      default: "",
+    },
     restart: {
       enabled: {
         doc: "Run the restart command after the map changed (seed: mailProgramRestart).",

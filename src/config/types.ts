@@ -39,6 +39,8 @@ export interface MapConfig {
   command: string;
   /** A file of the site's own lines, copied after the generated ones (qmail's static tcprules). */
   static: string;
+  /** A file of the site's own lines, copied before the generated ones (Mail::POPRelay's). */
+  head: string;
   restart: { enabled: boolean; command: string };
 }
 

@@ -32,6 +32,8 @@ export interface ResolvedMap {
   ipv6Check: "tcprules" | null;
   /** map.static: a file of the site's own lines, or "" for none. */
   static: string;
+  /** map.head: a file of the site's own lines that come first, or "" for none. */
+  head: string;
 }
 
 /** Effective settings for a map config. Assumes validateMapConfig found no problem. */
@@ -57,6 +59,7 @@ export function resolveMap(config: MapConfig): ResolvedMap {
     ipv6: true,
     ipv6Check: spec.ipv6Check,
     static: config.static,
+    head: config.head,
   };
 }
 
@@ -74,6 +77,7 @@ export function validateMapConfig(config: MapConfig): string[] {
   problems.push(...pathProblems("map.file", config.file, true));
   if (config.file.endsWith("/")) problems.push("map.file: names a directory, not a file");
   problems.push(...pathProblems("map.static", config.static, false));
+  problems.push(...pathProblems("map.head", config.head, false));
 
   if (config.format) {
     if (CONTROL.test(config.format)) {
