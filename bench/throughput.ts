@@ -10,12 +10,14 @@ import { access, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { journalMatches } from "../src/daemon/components.js";
 import { memoryLogger } from "../src/log.js";
-import { dovecot } from "../src/matcher/agents/dovecot.js";
+import { builtinAgent } from "../src/matcher/agents.js";
 import { createMatcher } from "../src/matcher/matcher.js";
 import { JournalReader, journalctlArguments } from "../src/readers/journal.js";
 import { journalRemote, writeJournalDirectory } from "./journal-files.js";
 import { MailTraffic, syslogLine } from "./synthetic.js";
 import { CLI, median, progress, sleep, timed, which } from "./util.js";
+
+const dovecot = builtinAgent("dovecot");
 
 /** The synthetic log's first line is at this time; a line every STEP_MS after it. */
 export const START_MS = Date.UTC(2026, 2, 2);

@@ -96,6 +96,9 @@ done
 install -D -m 644 systemd/sysusers.d/poprelay.conf "$pkg/usr/lib/sysusers.d/poprelay.conf"
 install -D -m 644 systemd/tmpfiles.d/poprelay.conf "$pkg/usr/lib/tmpfiles.d/poprelay.conf"
 install -D -m 644 conf.d/00-poprelay.yaml "$pkg/etc/poprelay/conf.d/00-poprelay.yaml"
+# The built-in agent profiles and their samples (a site's own go in /etc/poprelay/agents.d).
+install -d "$pkg/usr/share/poprelay/agents.d"
+install -m 644 agents.d/*.yaml agents.d/*.samples "$pkg/usr/share/poprelay/agents.d/"
 install -d "$doc/examples"
 install -m 644 conf.d/examples/*.yaml "$doc/examples/"
 gzip -9n <README.md >"$doc/README.md.gz"

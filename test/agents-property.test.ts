@@ -1,5 +1,5 @@
 /**
- * Property: a user name never moves the address. For every profile in AGENTS, each accepted
+ * Property: a user name never moves the address. For every built-in profile (agents.d), each accepted
  * sample line is replayed with its user name replaced by hostile text (spaces, brackets,
  * quotes, `rip=`, `ip=`, `host=`, other addresses, `#012`, newlines...), and with text around it
  * that the format leaves free (the syslog host, extra journal fields) randomised. The matcher
@@ -15,11 +15,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { AGENTS } from "../src/matcher/agents/index.js";
+import { builtinAgents } from "../src/matcher/agents.js";
 import { createMatcher } from "../src/matcher/matcher.js";
 import type { AgentProfile } from "../src/matcher/profile.js";
+import { readSamples, type Sample } from "../src/matcher/samples.js";
 import type { JournalFields, LogEntry } from "../src/readers/types.js";
-import { readSamples, type Sample } from "./support/samples.js";
 
 // Classic syslog stamps have no year: the samples are read as if on this day.
 // Late enough that every sample (stamped up to Nov 26, local or UTC) is in the past in any zone.
@@ -200,7 +200,7 @@ function mutate(c: Case, user: string, host: string, fields: Record<string, stri
 }
 
 function checkProfile(profile: AgentProfile): void {
-  const samples = readSamples(profile.name);
+  const samples = readSamples(profile.samples?.file ?? "");
   const cases = casesOf(samples);
 
   it("has accepted samples whose user name can be replaced", () => {
@@ -233,6 +233,6 @@ function checkProfile(profile: AgentProfile): void {
   });
 }
 
-for (const profile of AGENTS.values()) {
+for (const profile of builtinAgents()) {
   describe(`agent ${profile.name}: hostile user names`, () => checkProfile(profile));
 }

@@ -5,17 +5,26 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { isMap, isPair, isScalar, parse, parseDocument, type YAMLMap } from "yaml";
 import { importLegacy } from "../src/config/legacy.js";
+import { literalOf, splitLegacyTag } from "../src/config/legacy-profile.js";
 import { translatePerlRegex } from "../src/config/legacy-regex.js";
 import { loadConfig } from "../src/config/load.js";
+import { builtinAgents } from "../src/matcher/agents.js";
+import { createMatcher } from "../src/matcher/matcher.js";
+import { parseProfile } from "../src/matcher/profile-file.js";
 
 const DOVECOT_LINE =
   "Nov 24 03:12:01 mail dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.7, lip=127.0.0.1";
 /** The kind of regex a Mail::POPRelay dovecot agent carried. */
 const LEGACY_DOVECOT_REGEX = String.raw`dovecot: pop3-login: Login: user=<(.+?)>.*rip=(\d+\.\d+\.\d+\.\d+)`;
 
+const BUILTINS = builtinAgents();
+/** Issue 12: a remote client's MAIL FROM, which Postfix logs verbatim in its reject line. */
+const POSTFIX_QUOTING =
+  'Nov 24 03:12:01 mail postfix/smtpd[4321]: NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 554 5.7.1 <x@x.example>: Relay access denied; from=<"dovecot: pop3-login: Login: user=<x>, rip=198.51.100.66"@x.example> to=<x@x.example> proto=ESMTP helo=<x>';
+
 /** Imports `lines` (joined with newlines) and parses the YAML. */
 function run(...lines: string[]) {
-  const result = importLegacy(`${lines.join("\n")}\n`, "test.conf");
+  const result = importLegacy(`${lines.join("\n")}\n`, "test.conf", BUILTINS);
   return { ...result, parsed: parse(result.yaml) as Record<string, Record<string, unknown>> };
 }
 
@@ -70,9 +79,7 @@ describe("importLegacy: a config with every option", () => {
   it("maps every option to the exact YAML", () => {
     assert.deepEqual(result.parsed, {
       input: { source: "file", file: "/var/log/mail.log" },
-      match: {
-        regex: String.raw`dovecot: pop3-login: Login: user=<(?<user>.+?)>.*rip=(?<ip>\d+\.\d+\.\d+\.\d+)`,
-      },
+      agent: "legacy-dovecot",
       relay: { period: 1800 },
       spool: { directory: "/var/spool/poprelay" },
       map: {
@@ -88,7 +95,7 @@ describe("importLegacy: a config with every option", () => {
 
   it("gives exactly these notes, also as the YAML header", () => {
     assert.deepEqual(result.notes, [
-      "line 3: match.regex replaces the agent profile's regex, which anchors on the server's own text so that forged lines (a user name containing rip=…, `logger -t dovecot`) are not granted relay; a legacy regex is usually looser: try it with `poprelay match`, or leave match.regex out if the agent covers your server",
+      "line 3: mailLogRegExp becomes the site profile agents.d/legacy-dovecot.yaml, assumed to be the program \"dovecot\" (the syslog tag the regex starts with): it runs only on that program's lines, on the text after the tag, so another program's line that quotes a login grants nothing; its journal trust rules are the dovecot profile's. Try it with `poprelay match --agent legacy-dovecot`",
       "line 5: the legacy manual says a restart is not needed when the relay file is a database, and restarting the MTA on every map change drops connections: consider mailProgramRestart = 0 (map.restart.enabled: false)",
       "line 8: makemapLocation is deprecated and ignored: mailRelayDatabaseCommand (line 10) is used",
       "line 9: mailRelayDatabaseType is deprecated and ignored: mailRelayDatabaseCommand (line 10) is used",
@@ -107,7 +114,8 @@ describe("importLegacy: a config with every option", () => {
       "input.source":
         " from mailLogFile (line 2): the legacy tool tailed this file (auto would prefer the journal)",
       "input.file": " from mailLogFile (line 2)",
-      "match.regex": " from mailLogRegExp (line 3); $1 → (?<user>…), $2 → (?<ip>…)",
+      agent:
+        " from mailLogRegExp (line 3): the site profile agents.d/legacy-dovecot.yaml; $1 → (?<user>…), $2 → (?<ip>…)",
       "relay.period": " from mailRelayPeriod (line 14), in seconds",
       "spool.directory": " from mailRelayDirectory (line 11)",
       "map.mta": " from mailProgram (line 4)",
@@ -119,14 +127,30 @@ describe("importLegacy: a config with every option", () => {
     });
   });
 
-  it("emits a regex that matches a real Dovecot line", () => {
-    const regex = new RegExp(result.parsed.match?.regex as string);
+  it("emits a site profile that grants a real Dovecot line, and not a line quoting one", () => {
+    const profile = siteProfile(result.profile);
+    assert.deepEqual(profile.programs, ["dovecot"]);
     assert.deepEqual(
-      { ...regex.exec(DOVECOT_LINE)?.groups },
-      { user: "alice", ip: "198.51.100.7" },
+      profile.journal,
+      BUILTINS.find((p) => p.name === "dovecot")?.journal,
+      "the dovecot profile's trust rules",
     );
+    const match = createMatcher({ profile, ignore: [], allow: [] });
+    const now = new Date(2026, 10, 27);
+    const real = match({ kind: "line", text: DOVECOT_LINE }, now);
+    assert.ok(real.accepted);
+    assert.deepEqual([real.login.user, real.login.ip], ["alice", "198.51.100.7"]);
+    assert.equal(match({ kind: "line", text: POSTFIX_QUOTING }, now).accepted, false);
+    const logger = DOVECOT_LINE.replace("dovecot:", "sshd:");
+    assert.equal(match({ kind: "line", text: logger }, now).accepted, false);
   });
 });
+
+/** The imported profile, validated as `poprelay check` validates a site profile. */
+function siteProfile(made: ReturnType<typeof importLegacy>["profile"]) {
+  assert.ok(made, "a profile was made");
+  return parseProfile(made.yaml, `/etc/poprelay/${made.file}`, "site");
+}
 
 describe("importLegacy: the YAML as poprelay loads it", () => {
   it("passes the config validator (no unknown keys, valid values)", async () => {
@@ -396,9 +420,11 @@ describe("importLegacy: mailLogRegExp", () => {
       `qr/${LEGACY_DOVECOT_REGEX}/o`,
       `'${LEGACY_DOVECOT_REGEX}'`,
     ]) {
-      const { parsed, notes } = run(`mailLogRegExp = ${value}`);
-      const regex = new RegExp(parsed.match?.regex as string);
-      assert.equal(regex.exec(DOVECOT_LINE)?.groups?.ip, "198.51.100.7", value);
+      const { parsed, notes, profile } = run(`mailLogRegExp = ${value}`);
+      assert.equal(parsed.agent, "legacy-dovecot");
+      const match = createMatcher({ profile: siteProfile(profile), ignore: [], allow: [] });
+      const verdict = match({ kind: "line", text: DOVECOT_LINE }, new Date(2026, 10, 27));
+      assert.equal(verdict.accepted && verdict.login.ip, "198.51.100.7", value);
       assert.ok(
         notes.some((n) => /^line 1: mailLogRegExp: the surrounding .* was removed/.test(n)),
       );
@@ -419,11 +445,99 @@ describe("importLegacy: mailLogRegExp", () => {
       [String.raw`user=<(\S+)>.*rip=(\S+`, /does not compile in JavaScript/],
     ];
     for (const [perl, problem] of cases) {
-      const { parsed, notes } = run(`mailLogRegExp = ${perl}`);
-      assert.equal(parsed.match, undefined, perl);
+      const { parsed, notes, profile } = run(`mailLogRegExp = ${perl}`);
+      assert.equal(parsed.agent, undefined, perl);
+      assert.equal(profile, undefined, perl);
       const note = notes.find((n) => n.startsWith("line 1: mailLogRegExp not imported"));
       assert.match(note ?? "", problem, perl);
     }
+  });
+});
+
+describe("importLegacy: mailLogRegExp is confined to the program it names", () => {
+  it("reads the program from the regex's leading syslog tag, in the forms legacy regexes used", () => {
+    const cases: [string, string, string][] = [
+      [
+        String.raw`vpop3d: \((\w+),(\d+\.\d+\.\d+\.\d+)\) Authenticated`,
+        "vpop3d",
+        String.raw`\((?<user>\w+),`,
+      ],
+      [
+        String.raw`popper\[\d+\]: \((\w+),(\S+)\) Authenticated\.`,
+        "popper",
+        String.raw`\((?<user>\w+),`,
+      ],
+      [String.raw`.*cucipop\[\d+\]:\s+(\S+) (\S+) \d+`, "cucipop", String.raw`(?<user>\S+) `],
+      [String.raw`^\S+ cyrus\/pop3\[\d+\]: login: \S+ \[(\S+)\] (\S+)`, "cyrus/pop3", "login: "],
+    ];
+    for (const [perl, program, start] of cases) {
+      const { profile, notes } = run(`mailLogRegExp = ${perl}`);
+      assert.equal(profile?.program, program, perl);
+      assert.ok(
+        notes.some((n) => n.includes(`assumed to be the program "${program}"`)),
+        perl,
+      );
+      const pattern = siteProfile(profile).patterns[0]?.source ?? "";
+      assert.ok(pattern.startsWith(`^(?:${start}`), `${perl}: ${pattern}`);
+    }
+  });
+
+  it("a program no built-in profile logs under gets no journal trust rules, and says so", () => {
+    const { profile, notes } = run(
+      String.raw`mailLogRegExp = vpop3d: \((\w+),(\d+\.\d+\.\d+\.\d+)\) Authenticated`,
+    );
+    assert.deepEqual(siteProfile(profile).journal, []);
+    assert.ok(notes.some((n) => /no built-in profile logs under that tag/.test(n)));
+    const match = createMatcher({ profile: siteProfile(profile), ignore: [], allow: [] });
+    const now = new Date(2026, 10, 27);
+    const ok = match(
+      { kind: "line", text: "Nov 24 03:12:01 h vpop3d[7]: (alice,198.51.100.7) Authenticated" },
+      now,
+    );
+    assert.equal(ok.accepted && ok.login.ip, "198.51.100.7");
+    // A journal entry under that tag, but from no process the profile trusts.
+    const forged = match(
+      {
+        kind: "journal",
+        fields: {
+          _UID: "1000",
+          SYSLOG_IDENTIFIER: "vpop3d",
+          MESSAGE: "(alice,198.51.100.7) Authenticated",
+        },
+      },
+      now,
+    );
+    assert.equal(!forged.accepted && forged.reason, "spoof");
+  });
+
+  it("a regex that names no program is not imported: it could not be confined", () => {
+    const { parsed, profile, notes } = run(
+      String.raw`mailLogRegExp = user=<(.+?)>.*rip=(\d+\.\d+\.\d+\.\d+)`,
+    );
+    assert.equal(profile, undefined);
+    assert.equal(parsed.agent, undefined);
+    assert.ok(
+      notes.some((n) =>
+        /^line 1: mailLogRegExp not imported: it does not start with the server's syslog tag/.test(
+          n,
+        ),
+      ),
+      notes.join("\n"),
+    );
+  });
+
+  it("splits the tag and finds a literal for the prefilter", () => {
+    assert.deepEqual(splitLegacyTag(String.raw`dovecot\[\d+\]:\s+imap-login: (x)`), {
+      program: "dovecot",
+      rest: "imap-login: (x)",
+    });
+    assert.equal(typeof splitLegacyTag("(x) (y)"), "string");
+    assert.equal(
+      literalOf(String.raw`imap-login: Login: user=<(?<user>.+?)>.*rip=(?<ip>\S+)`),
+      "imap-login: Login: user=<",
+    );
+    assert.equal(literalOf("a|b"), "");
+    assert.equal(literalOf(String.raw`ab?cd\.e[x]`), "cd.e");
   });
 });
 

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { dovecot } from "../src/matcher/agents/dovecot.js";
+import { builtinAgent } from "../src/matcher/agents.js";
 import { parseFieldList } from "../src/matcher/fields.js";
 import { createMatcher } from "../src/matcher/matcher.js";
 import type { AgentProfile } from "../src/matcher/profile.js";
 import { parseTextLine } from "../src/matcher/text-line.js";
 import type { LogEntry } from "../src/readers/types.js";
+
+const dovecot = builtinAgent("dovecot");
 
 const line = (text: string): LogEntry => ({ kind: "line", text });
 const login = (ip: string, stamp = "Nov 24 03:12:01") =>
@@ -178,9 +180,10 @@ describe("matcher options", () => {
     assert.equal(verdict.login.time, 1795000000123);
   });
 
-  it("a custom match.regex runs over whole text lines, as Mail::POPRelay's did", () => {
-    const regex = String.raw`^\w{3} [ \d]\d [\d:]{8} \S+ qpopper\[\d+\]: \((?<user>[^,]+),(?<ip>[\d.]+)\) Authenticated\.$`;
-    const match = createMatcher({ profile: dovecot, regex, ignore: [], allow: [] });
+  it("a custom match.regex runs on the message of the server's own lines only", () => {
+    const regex = String.raw`^\((?<user>[^,]+),(?<ip>[\d.]+)\) Authenticated\.$`;
+    const popper = { ...dovecot, programs: ["qpopper"], ownLogFile: false };
+    const match = createMatcher({ profile: popper, regex, ignore: [], allow: [] });
     const verdict = match(
       line("Nov 24 03:12:01 mail qpopper[77]: (alice,198.51.100.7) Authenticated."),
       now,
@@ -191,6 +194,23 @@ describe("matcher options", () => {
       pick(match(line("Nov 24 03:12:01 mail qpopper[77]: (alice,999.1.1.1) Authenticated."), now)),
       ["no-ip", undefined],
     );
+    // The same text from another program, or from logger under no tag.
+    assert.equal(
+      pick(match(line("Nov 24 03:12:01 mail sshd[78]: (bob,203.0.113.9) Authenticated."), now))[0],
+      "spoof",
+    );
+  });
+
+  it("a site regex written loosely still grants nothing to another program's line quoting it", () => {
+    // Issue 12's attack: Postfix logs the client's MAIL FROM verbatim in its reject line.
+    const regex = String.raw`pop3-login: Login: user=<(?<user>.+?)>.*rip=(?<ip>\d+\.\d+\.\d+\.\d+)`;
+    const match = createMatcher({ profile: dovecot, regex, ignore: [], allow: [] });
+    const attack = line(
+      'Nov 24 03:12:01 mail postfix/smtpd[4321]: NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 554 5.7.1 <x@x.example>: Relay access denied; from=<"dovecot: pop3-login: Login: user=<x>, rip=198.51.100.66"@x.example> to=<x@x.example> proto=ESMTP helo=<x>',
+    );
+    assert.deepEqual(pick(match(attack, now))[0], "spoof");
+    const real = match(login("198.51.100.7"), now);
+    assert.ok(real.accepted);
   });
 });
 
@@ -211,7 +231,7 @@ describe("two-line logins (address and user on separate lines of one process)", 
     journal: [{ _EXE: "/usr/sbin/srv" }],
     prefilter: "",
     patterns: [/^Authentication passed for (?<user>\S+)$/],
-    session: { address: [/^Session from (?<ip>[\d.]+)$/], windowSeconds: 60 },
+    correlate: { address: [/^Session from (?<ip>[\d.]+)$/], windowSeconds: 60 },
   };
   const at = (s: number) => `Nov 24 03:00:${String(s).padStart(2, "0")}`;
   const now = new Date(2026, 10, 24, 12, 0, 0);

@@ -3,21 +3,85 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { canonicalIp } from "../address/ip.js";
 import { importLegacy } from "../config/legacy.js";
-import { defaultConfig, describeConfig, type LoadedConfig, loadConfig } from "../config/load.js";
+import {
+  ConfigError,
+  defaultConfig,
+  describeConfig,
+  type LoadedConfig,
+  loadConfig,
+} from "../config/load.js";
 import { profileFor } from "../daemon/components.js";
 import { Daemon } from "../daemon/daemon.js";
 import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
 import { checkMapTools } from "../maps/settings.js";
 import type { MapWriteResult } from "../maps/write.js";
-import { AGENTS } from "../matcher/agents/index.js";
+import { builtinAgents, loadAllAgents, siteAgentsDir } from "../matcher/agents.js";
 import { expandIgnore, MYNETWORKS } from "../matcher/mynetworks.js";
+import { readSamples, runSamples } from "../matcher/samples.js";
 import { RelayState } from "../relay-state.js";
 import { openSpoolStore } from "../spool/open.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { formatSummary, runMatch } from "./match.js";
 
 export class UsageError extends Error {}
+
+const PROVENANCE = {
+  captured: "captured from the running server",
+  source: "read from source (not captured)",
+  both: "captured, and read from source",
+} as const;
+
+/**
+ * Writes an imported site profile into CONFIG_DIR/agents.d, never over a different file of the
+ * same name (the admin's own, or an earlier import they edited).
+ */
+async function writeSiteProfile(
+  configDir: string,
+  profile: NonNullable<ReturnType<typeof importLegacy>["profile"]>,
+  log: Logger,
+): Promise<void> {
+  const path = join(siteAgentsDir(configDir), basename(profile.file));
+  const existing = await readFile(path, "utf8").catch(() => undefined);
+  if (existing !== undefined && existing !== profile.yaml)
+    throw new ConfigError([
+      `${path}: exists and differs from the imported profile; move it away, or compare it with the import and keep yours`,
+    ]);
+  if (existing === undefined) {
+    await mkdir(siteAgentsDir(configDir), { recursive: true });
+    await writeFile(path, profile.yaml, { flag: "wx" });
+  }
+  log.notice(`wrote the site profile ${path} (program ${profile.program})`);
+}
+
+/**
+ * Validates every agent profile (built-in and the site's) and runs each one's samples; throws
+ * ConfigError naming each file, key or sample line that fails. Returns a one-line summary.
+ */
+function checkAgents(configDir: string): string {
+  const { profiles, problems } = loadAllAgents(configDir);
+  // Classic stamps carry no year: samples are read as of now, the year they fall in.
+  const now = new Date();
+  let run = 0;
+  for (const profile of profiles) {
+    if (!profile.samples) continue;
+    let samples: ReturnType<typeof readSamples>;
+    try {
+      samples = readSamples(profile.samples.file);
+    } catch (error) {
+      problems.push((error as Error).message);
+      continue;
+    }
+    for (const result of runSamples(profile, samples, now)) {
+      run++;
+      if (result.failure)
+        problems.push(`${profile.samples.file}:${result.sample.line}: ${result.failure}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  const site = profiles.filter((p) => p.source === "site").length;
+  return `agents ok: ${profiles.length} profile(s) (${profiles.length - site} built-in, ${site} in ${configDir}/agents.d), ${run} sample line(s) as annotated`;
+}
 
 export interface CommandContext {
   args: string[];
@@ -163,7 +227,7 @@ export const COMMANDS: Record<string, Command> = {
     },
   }),
   match: command({
-    args: "--agent NAME [--json] [-v] [--regex RE] [FILE|-]",
+    args: "--agent NAME|FILE [--json] [-v] [--regex RE] [FILE|-]",
     summary:
       "run an agent profile over log lines (syslog text or journalctl -o json), like fail2ban-regex",
     takes: ["agent", "regex", "json", "verbose"],
@@ -171,12 +235,14 @@ export const COMMANDS: Record<string, Command> = {
     async run(context) {
       const name = context.options.agent;
       if (typeof name !== "string")
-        throw new UsageError("--agent NAME is required (poprelay agents lists them)");
+        throw new UsageError(
+          "--agent NAME or --agent FILE.yaml is required (poprelay agents lists them)",
+        );
       // The site's match.regex, ignore and allow apply when there is a configuration.
       const config = existsSync(join(context.configDir, "conf.d"))
         ? (await loadConfig(context.configDir, context.instance)).config
         : defaultConfig();
-      const profile = profileFor({ ...config, agent: name });
+      const profile = profileFor({ ...config, agent: name }, context.configDir);
       const regex =
         typeof context.options.regex === "string" ? context.options.regex : config.match.regex;
       const ignore = await expandIgnore(config.match.ignore);
@@ -198,14 +264,20 @@ export const COMMANDS: Record<string, Command> = {
   }),
   agents: command({
     args: "",
-    summary: "list the built-in agent profiles",
+    summary: "list the agent profiles: built-in, and the site's in agents.d",
     takes: [],
     arity: [0, 0],
     async run(context) {
-      for (const profile of AGENTS.values()) {
+      const { profiles, problems } = loadAllAgents(context.configDir);
+      for (const profile of profiles) {
+        const samples = profile.samples
+          ? `samples ${PROVENANCE[profile.samples.provenance]}`
+          : "no samples";
         context.out(`${profile.name.padEnd(12)}${profile.summary}\n`);
+        context.out(`${"".padEnd(14)}${profile.source}: ${profile.file}; ${samples}\n`);
         for (const covered of profile.covers) context.out(`${"".padEnd(14)}${covered}\n`);
       }
+      if (problems.length > 0) throw new ConfigError(problems);
       return 0;
     },
   }),
@@ -222,10 +294,11 @@ export const COMMANDS: Record<string, Command> = {
         for (const note of ignore.notes) context.log.warning(note);
         context.out(`match.ignore: ${MYNETWORKS} is ${ignore.networks.join(" ") || "(nothing)"}\n`);
       }
+      const agents = checkAgents(context.configDir);
       if (context.options.print) context.out(describeConfig(loaded));
       else
         context.out(
-          `configuration ok: ${loaded.files.length} file(s) in ${context.configDir}/conf.d\n`,
+          `configuration ok: ${loaded.files.length} file(s) in ${context.configDir}/conf.d\n${agents}\n`,
         );
       return 0;
     },
@@ -330,7 +403,8 @@ export const COMMANDS: Record<string, Command> = {
   }),
   "import-legacy": command({
     args: "FILE",
-    summary: "print a Mail::POPRelay config as YAML for conf.d",
+    summary:
+      "print a Mail::POPRelay config as YAML for conf.d; its mailLogRegExp becomes a site profile in agents.d",
     takes: [],
     arity: [1, 1],
     async run(context) {
@@ -338,7 +412,7 @@ export const COMMANDS: Record<string, Command> = {
       const text = await readFile(file, "utf8").catch((error: Error) => {
         throw new Error(`${file}: cannot read: ${error.message}`);
       });
-      const result = importLegacy(text, file, {
+      const result = importLegacy(text, file, builtinAgents(), {
         read: (path) => {
           try {
             return readFileSync(path, "utf8");
@@ -350,6 +424,7 @@ export const COMMANDS: Record<string, Command> = {
         headFile: (relayFile) => join(context.configDir, "preserved", basename(relayFile)),
       });
       for (const { path, text } of result.files) await writeOnce(path, text);
+      if (result.profile) await writeSiteProfile(context.configDir, result.profile, context.log);
       context.out(result.yaml);
       for (const note of result.notes) context.log.warning(note);
       return 0;

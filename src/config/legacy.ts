@@ -11,15 +11,18 @@
 
 import { Document, isMap, isPair, isScalar, type YAMLMap } from "yaml";
 import { HEADER } from "../maps/resolve.js";
+import type { AgentProfile } from "../matcher/profile.js";
 import { editDistance } from "./edit-distance.js";
 import { preservedLines } from "./legacy-preserve.js";
+import { legacyProfile } from "./legacy-profile.js";
 import { translatePerlRegex, unwrapPerlRegex } from "./legacy-regex.js";
 import type { Config, MapConfig } from "./types.js";
 
 /** The keys an import can set; named after Config so that a renamed key fails to compile. */
 export interface LegacySettings {
   input?: Partial<Pick<Config["input"], "source" | "file">>;
-  match?: Partial<Pick<Config["match"], "regex">>;
+  /** The site profile made from mailLogRegExp (see LegacyImport.profile). */
+  agent?: Config["agent"];
   relay?: Partial<Config["relay"]>;
   spool?: Partial<Config["spool"]>;
   map?: Partial<Omit<MapConfig, "restart" | "static">> & {
@@ -34,6 +37,11 @@ export interface LegacyImport {
   notes: string[];
   /** What `yaml` parses to (only the mapped keys). */
   settings: LegacySettings;
+  /**
+   * mailLogRegExp as a site agent profile, confined to the program its regex names: the file
+   * to write into CONFIG_DIR/agents.d, which `agent:` in `yaml` names.
+   */
+  profile?: { name: string; file: string; yaml: string; program: string };
   /** Files the YAML names that the caller must write: map.head's preserved lines. */
   files: { path: string; text: string }[];
 }
@@ -161,6 +169,13 @@ class Importer {
   readonly settings: LegacySettings = {};
   readonly comments = new Map<string, string>();
   readonly files: { path: string; text: string }[] = [];
+  profile: LegacyImport["profile"];
+
+  constructor(
+    readonly source: string,
+    /** The built-in profiles: a legacy regex's profile takes the journal rules of its program's. */
+    readonly builtins: readonly AgentProfile[],
+  ) {}
   private readonly notes: Note[] = [];
   private readonly options = new Map<LegacyOption, Setting>();
   /** Options given with an empty value: treated as not set. */
@@ -283,7 +298,7 @@ function mtaFor(program: string): { mta: MapConfig["mta"]; guessed: boolean } | 
   return { mta: name, guessed: match?.[3] !== undefined };
 }
 
-function section<K extends keyof LegacySettings>(
+function section<K extends Exclude<keyof LegacySettings, "agent">>(
   settings: LegacySettings,
   key: K,
 ): NonNullable<LegacySettings[K]> {
@@ -377,24 +392,43 @@ function mapOptions(im: Importer, preserveOptions: PreserveOptions | undefined):
     const unwrapped = unwrapPerlRegex(regex.value);
     const translation = translatePerlRegex(unwrapped.body);
     const problems = [...unwrapped.problems, ...translation.problems];
+    const made =
+      translation.source === undefined || problems.length > 0
+        ? undefined
+        : legacyProfile(translation.source, im.builtins);
     if (translation.source === undefined || problems.length > 0) {
       im.note(
         regex.line,
-        `mailLogRegExp not imported, JavaScript cannot express it exactly: ${problems.join("; ")}; match.regex is left out, so the agent profile's regex is used`,
+        `mailLogRegExp not imported, JavaScript cannot express it exactly: ${problems.join("; ")}; no site profile is made, so the agent profile's patterns are used`,
       );
-    } else {
+    } else if (typeof made === "string") {
+      im.note(
+        regex.line,
+        `mailLogRegExp not imported: ${made}; no site profile is made, so the agent profile's patterns are used (see \`poprelay agents\`)`,
+      );
+    } else if (made) {
       if (unwrapped.removed !== undefined) {
         im.note(
           regex.line,
           `mailLogRegExp: the surrounding ${unwrapped.removed} was removed (the legacy tool would have taken it literally); check that the rest is the regex you meant`,
         );
       }
-      section(settings, "match").regex = translation.source;
       const changes = translation.changes.length > 0 ? `; ${translation.changes.join(", ")}` : "";
-      comments.set("match.regex", `${im.from("mailLogRegExp", regex)}${changes}`);
+      const file = `agents.d/${made.name}.yaml`;
+      im.settings.agent = made.name;
+      comments.set(
+        "agent",
+        `${im.from("mailLogRegExp", regex)}: the site profile ${file}${changes}`,
+      );
+      im.profile = {
+        name: made.name,
+        file,
+        program: made.program,
+        yaml: profileYaml(made, regex.line, regex.value, im.source, changes),
+      };
       im.note(
         regex.line,
-        "match.regex replaces the agent profile's regex, which anchors on the server's own text so that forged lines (a user name containing rip=…, `logger -t dovecot`) are not granted relay; a legacy regex is usually looser: try it with `poprelay match`, or leave match.regex out if the agent covers your server",
+        `mailLogRegExp becomes the site profile ${file}, assumed to be the program ${quote(made.program)} (the syslog tag the regex starts with): it runs only on that program's lines, on the text after the tag, so another program's line that quotes a login grants nothing${made.from ? `; its journal trust rules are the ${made.from} profile's` : "; no built-in profile logs under that tag, so it has no journal trust rules: add journal: rules to it for journal input, or read the log file (input.source: file)"}. Try it with \`poprelay match --agent ${made.name}\``,
       );
     }
   }
@@ -622,9 +656,13 @@ function wrapNote(note: string, width = 94): string[] {
   return lines;
 }
 
+/** A file name is the user's, but a control character in it must not reach a comment. */
+function cleanName(source: string): string {
+  return [...source].map((char) => (char < " " || char === "\x7f" ? "?" : char)).join("");
+}
+
 function header(source: string, notes: string[]): string {
-  // A file name is the user's, but a control character in it must not reach the comment.
-  const name = [...source].map((char) => (char < " " || char === "\x7f" ? "?" : char)).join("");
+  const name = cleanName(source);
   const lines = [
     `poprelay configuration imported from ${name} by \`poprelay import-legacy\`.`,
     "Each key names the Mail::POPRelay option and line it comes from.",
@@ -647,9 +685,10 @@ function header(source: string, notes: string[]): string {
 export function importLegacy(
   text: string,
   source: string,
+  builtins: readonly AgentProfile[] = [],
   preserve?: PreserveOptions,
 ): LegacyImport {
-  const im = new Importer();
+  const im = new Importer(source, builtins);
   im.parse(text);
   mapOptions(im, preserve);
   const notes = im.sortedNotes();
@@ -657,5 +696,39 @@ export function importLegacy(
   if (isMap(doc.contents)) attachComments(doc.contents, "", im.comments);
   doc.commentBefore = header(source, notes);
   const yaml = doc.toString({ lineWidth: 0, singleQuote: true });
-  return { yaml, notes, settings: im.settings, files: im.files };
+  const result: LegacyImport = { yaml, notes, settings: im.settings, files: im.files };
+  if (im.profile) result.profile = im.profile;
+  return result;
+}
+
+/** The site profile file for an imported mailLogRegExp. */
+function profileYaml(
+  made: Exclude<ReturnType<typeof legacyProfile>, string>,
+  line: number,
+  original: string,
+  source: string,
+  changes: string,
+): string {
+  const doc = new Document({
+    name: made.name,
+    summary: `mailLogRegExp imported from ${cleanName(source)}, confined to ${made.program} lines`,
+    covers: [`the server a Mail::POPRelay agent read with ${original}`],
+    programs: [made.program],
+    own_log_file: false,
+    journal: made.journal,
+    prefilter: made.prefilter,
+    patterns: [made.pattern],
+  });
+  doc.commentBefore = indentComment(
+    [
+      `Site agent profile made by \`poprelay import-legacy\` from ${cleanName(source)}, line ${line}:`,
+      `  mailLogRegExp = ${original}`,
+      `translated${changes}.`,
+      "The legacy tool ran it over whole log lines of any program. Here it runs only on the",
+      `lines of ${made.program} (syslog tag, or the journal trust rules), on the text after the`,
+      "tag, anchored where the tag ends. Add samples (NAME.samples and samples:) so that",
+      "`poprelay check` proves it on your server's real lines.",
+    ].join("\n"),
+  );
+  return doc.toString({ lineWidth: 0, singleQuote: true });
 }

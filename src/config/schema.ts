@@ -1,9 +1,12 @@
 import convict from "convict";
 import { parseCidr } from "../address/cidr.js";
 import { MYNETWORKS } from "../matcher/mynetworks.js";
+import { parseTrustRule } from "../matcher/trust-rule.js";
 import { parseListen } from "../policy/listen.js";
 import { parseHostPort, parseRedisUrl } from "../spool/redis/address.js";
 import { parseDuration } from "./duration.js";
+
+export { parseTrustRule };
 
 // Formats throw plain messages; the loader adds the file, line and key.
 function stringArray(check: (item: string) => void) {
@@ -35,27 +38,6 @@ function optionalAbsolutePath(value: unknown) {
 }
 
 const JOURNAL_MATCH = /^[A-Z0-9_]+=.*$|^\+$/;
-// Fields a process sets about itself: never enough on their own to trust an entry.
-const SELF_DESCRIBED = new Set(["_COMM", "_CMDLINE"]);
-
-/** A trust rule: "FIELD=value FIELD=value", fields journald sets (names start with _). */
-export function parseTrustRule(rule: string): Record<string, string> {
-  const fields: Record<string, string> = {};
-  for (const term of rule.trim().split(/\s+/)) {
-    const eq = term.indexOf("=");
-    const name = term.slice(0, eq);
-    if (eq < 1 || !/^_[A-Z0-9_]+$/.test(name))
-      throw new TypeError(`${JSON.stringify(term)} is not _FIELD=value`);
-    fields[name] = term.slice(eq + 1);
-  }
-  if (Object.keys(fields).every((name) => SELF_DESCRIBED.has(name))) {
-    throw new TypeError(
-      `${JSON.stringify(rule)}: _COMM and _CMDLINE are set by the process itself; add _SYSTEMD_UNIT or _EXE and _UID`,
-    );
-  }
-  return fields;
-}
-
 convict.addFormats({
   duration: {
     validate: (value: unknown) => {

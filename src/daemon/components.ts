@@ -1,14 +1,15 @@
 import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import { join } from "node:path";
-import { ConfigError, type LoadedConfig } from "../config/load.js";
+import { ConfigError, DEFAULT_CONFIG_DIR, type LoadedConfig } from "../config/load.js";
 import { parseTrustRule } from "../config/schema.js";
 import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
-import { AGENTS } from "../matcher/agents/index.js";
+import { loadAgent } from "../matcher/agents.js";
 import { createMatcher } from "../matcher/matcher.js";
 import { expandIgnore } from "../matcher/mynetworks.js";
 import type { AgentProfile } from "../matcher/profile.js";
+import { ProfileError } from "../matcher/profile-file.js";
 import { FileReader } from "../readers/file.js";
 import { JournalReader } from "../readers/journal.js";
 import { NoReader } from "../readers/none.js";
@@ -31,17 +32,20 @@ export interface Components {
   source: "journal" | "file" | "none";
 }
 
-/** The agent's profile, with the site's match.programs and match.trusted in place of its own. */
-export function profileFor(config: Config): AgentProfile {
+/**
+ * The agent's profile (CONFIG_DIR/agents.d/NAME.yaml, else the built-in; or a profile file), with
+ * the site's match.programs and match.trusted in place of its own.
+ */
+export function profileFor(config: Config, configDir = DEFAULT_CONFIG_DIR): AgentProfile {
   if (config.agent === "") {
     throw new ConfigError(["agent: not set; run with --instance NAME or set agent: in conf.d"]);
   }
-  const profile = AGENTS.get(config.agent);
-  if (!profile) {
-    const known = [...AGENTS.keys()].join(", ");
-    throw new ConfigError([
-      `agent: ${JSON.stringify(config.agent)}: no such profile (built in: ${known})`,
-    ]);
+  let profile: AgentProfile;
+  try {
+    profile = loadAgent(config.agent, configDir);
+  } catch (error) {
+    if (error instanceof ProfileError) throw new ConfigError(error.problems);
+    throw error;
   }
   const { programs, trusted } = config.match;
   return {
@@ -80,11 +84,15 @@ async function chooseSource(config: Config): Promise<"journal" | "file" | "none"
   return "file";
 }
 
-export async function buildComponents(loaded: LoadedConfig, log: Logger): Promise<Components> {
+export async function buildComponents(
+  loaded: LoadedConfig,
+  log: Logger,
+  configDir: string,
+): Promise<Components> {
   const { config } = loaded;
   const source = await chooseSource(config);
   // A map-only host reads no log: it needs no agent.
-  const profile = source === "none" ? undefined : profileFor(config);
+  const profile = source === "none" ? undefined : profileFor(config, configDir);
   // postfix:mynetworks is read from Postfix here, so a reload reads it again.
   const ignore = profile ? await expandIgnore(config.match.ignore) : undefined;
   for (const note of ignore?.notes ?? []) log.warning(note);

@@ -66,7 +66,7 @@ export class Daemon {
   start(): Promise<void> {
     return this.serial(async () => {
       const loaded = await loadConfig(this.options.configDir, this.options.instance);
-      const components = await buildComponents(loaded, this.options.log);
+      const components = await buildComponents(loaded, this.options.log, this.options.configDir);
       try {
         await this.listenForPolicy(components);
         await this.bring(components);
@@ -92,7 +92,7 @@ export class Daemon {
       let next: Components;
       try {
         const loaded = await loadConfig(this.options.configDir, this.options.instance);
-        next = await buildComponents(loaded, log);
+        next = await buildComponents(loaded, log, this.options.configDir);
         try {
           await this.listenForPolicy(next);
         } catch (error) {

@@ -26,7 +26,7 @@ export type Rejection =
   | "spoof" // the right text from the wrong program
   | "ambiguous" // a field the server writes once appears twice: injected through the user name
   | "no-ip" // a login line without a usable client address
-  | "pending" // an address line, remembered until its login line (see AgentProfile.session)
+  | "pending" // an address line, remembered until its login line (see AgentProfile.correlate)
   | "ignored" // the address is in match.ignore
   | "not-allowed"; // match.allow is set and the address is not in it
 
@@ -36,7 +36,12 @@ export type Verdict =
 
 export interface MatcherOptions {
   profile: AgentProfile;
-  /** match.regex: replaces the profile's patterns; run over whole lines for text input. */
+  /**
+   * match.regex: replaces the profile's patterns. Like them it runs on the message only (the
+   * text after the tag, or MESSAGE), and only on lines of the profile's programs or trust
+   * rules: another program's line that quotes a login (a Postfix reject line with a crafted
+   * MAIL FROM) grants nothing.
+   */
   regex?: string;
   ignore: readonly string[];
   allow: readonly string[];
@@ -54,7 +59,9 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
   const allowed = options.allow.length > 0 ? networkMatcher(options.allow) : () => true;
   const programs = new Set(profile.programs);
   const sessions =
-    profile.session && !custom ? new SessionTable(profile.session.windowSeconds * 1000) : undefined;
+    profile.correlate && !custom
+      ? new SessionTable(profile.correlate.windowSeconds * 1000)
+      : undefined;
 
   return (entry, now) => {
     // The cheapest test first: most lines in a mail log are not logins at all.
@@ -62,15 +69,15 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
       return { accepted: false, reason: "no-match" };
     const record = toRecord(entry, now);
     if (!record) return { accepted: false, reason: "unparsed" };
-    const subject = custom && record.line !== undefined ? record.line : record.message;
+    const subject = record.message;
     const match = firstMatch(patterns, subject);
     const address =
-      !match && sessions && profile.session
-        ? firstMatch(profile.session.address, subject)
+      !match && sessions && profile.correlate
+        ? firstMatch(profile.correlate.address, subject)
         : undefined;
     if (!match && !address) return { accepted: false, reason: "no-match", record };
 
-    const trust = trustProblem(profile, programs, record, custom !== undefined);
+    const trust = trustProblem(profile, programs, record);
     if (trust) return { accepted: false, reason: "spoof", detail: trust, record };
     const time = record.time ?? now.getTime();
     if (!match) {
@@ -156,7 +163,6 @@ function trustProblem(
   profile: AgentProfile,
   programs: ReadonlySet<string>,
   record: LogRecord,
-  custom: boolean,
 ): string | undefined {
   if (record.trusted) {
     const trusted = record.trusted;
@@ -170,8 +176,6 @@ function trustProblem(
       return `journal entry not from ${profile.name}: ${seen}`;
     }
   }
-  // A custom regex over whole lines says itself which program it accepts.
-  if (custom && record.line !== undefined) return undefined;
   if (record.program === undefined) {
     return profile.ownLogFile || record.trusted ? undefined : `a line without a program tag`;
   }
