@@ -148,7 +148,16 @@ function formatList(entries: readonly SpoolEntry[], now: number, json: boolean):
     return entries
       .map(
         (e) =>
-          `${JSON.stringify({ ...e, login: time(e.login), expires: time(e.expires), expired: e.expires <= now })}\n`,
+          `${JSON.stringify({
+            ...e,
+            login: time(e.login),
+            expires: time(e.expires),
+            expired: e.expires <= now,
+            ...(e.until === undefined ? {} : { until: time(e.until) }),
+            ...(e.sessions
+              ? { sessions: e.sessions.map((s) => ({ ...s, since: time(s.since) })) }
+              : {}),
+          })}\n`,
       )
       .join("");
   }
@@ -158,8 +167,15 @@ function formatList(entries: readonly SpoolEntry[], now: number, json: boolean):
     e.agent,
     time(e.login),
     e.expires <= now ? "expired" : time(e.expires),
+    // Open sessions keep the address relaying until relay.period after their end.
+    e.sessions && e.expires > now
+      ? `${e.sessions.length} open, then ${time(e.until ?? e.expires)}`
+      : "",
   ]);
-  const table = [["ADDRESS", "USER", "AGENT", "LOGIN", "EXPIRES"], ...rows];
+  const head = ["ADDRESS", "USER", "AGENT", "LOGIN", "EXPIRES", "SESSIONS"];
+  // The column only when some entry has open sessions: the table is otherwise as it was.
+  const shown = rows.some((r) => r[5] !== "") ? head.length : head.length - 1;
+  const table = [head, ...rows].map((r) => r.slice(0, shown));
   const widths = table[0]?.map((_, i) => Math.max(...table.map((r) => (r[i] ?? "").length))) ?? [];
   return table
     .map(

@@ -176,6 +176,11 @@ export const schema = {
       format: "duration",
       default: 1800,
     },
+    session_max: {
+      doc: "While a login's session is open (agents that log its end), relay lasts until relay.period after the end, but never past this long after the login (at least relay.period: set it to relay.period for no session relay).",
+      format: "duration",
+      default: 12 * 3600,
+    },
   },
   spool: {
     backend: {

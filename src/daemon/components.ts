@@ -120,7 +120,8 @@ export async function buildComponents(
           firstStartSince: config.relay.period,
           log,
           // A site's match.regex sees every entry; a profile only lines with its literal.
-          prefilter: config.match.regex ? undefined : profile.prefilter,
+          // Session end lines do not hold the login literal: a profile with session rules reads all.
+          prefilter: config.match.regex || profile.session ? undefined : profile.prefilter,
         })
       : new FileReader({
           path: config.input.file,

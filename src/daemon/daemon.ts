@@ -1,4 +1,5 @@
 import { mkdir } from "node:fs/promises";
+import { hostname } from "node:os";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { Logger } from "../log.js";
 import { parseListen } from "../policy/listen.js";
@@ -6,6 +7,7 @@ import { liveLookup } from "../policy/lookup.js";
 import { PolicyServer } from "../policy/server.js";
 import type { LogEntry } from "../readers/types.js";
 import { MapWriteError, type RelayChange } from "../relay-state.js";
+import { planSessions, type SessionEvent, sessionKey } from "../spool/sessions.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { buildComponents, type Components } from "./components.js";
 import { monotonicUsec, type Notifier } from "./notify.js";
@@ -248,8 +250,16 @@ export class Daemon {
     const match = components.match;
     if (!match) return false;
     const now = new Date();
-    const period = components.config.relay.period * 1000;
+    const { period, session_max } = components.config.relay;
+    // A session never shortens relay: its bound is at least one period.
+    const settings = { periodMs: period * 1000, maxMs: Math.max(session_max, period) * 1000 };
+    // Sessions are told apart by host, instance and agent: one server's end line or restart
+    // never touches another's sessions, on this host or (through Redis) another.
+    const rules = components.profile?.session;
+    const key = (id: string) =>
+      sessionKey(`${hostname()}/${components.name}`, components.profile?.name ?? "", id);
     const grants: SpoolEntry[] = [];
+    const events: SessionEvent[] = [];
     for (const entry of entries) {
       this.counts.lines++;
       const verdict = match(entry, now);
@@ -257,28 +267,52 @@ export class Daemon {
         this.counts.rejected[verdict.reason] = (this.counts.rejected[verdict.reason] ?? 0) + 1;
         if (SUSPICIOUS.has(verdict.reason))
           log.warning(`refused a login line (${verdict.reason}): ${verdict.detail ?? ""}`);
+        const end = verdict.end;
+        if (rules && end) {
+          events.push(
+            end.key === undefined
+              ? { kind: "restart", prefix: key(""), time: end.time }
+              : { kind: "end", id: key(end.key), ip: end.ip, user: end.user, time: end.time },
+          );
+        }
         continue;
       }
       const { login } = verdict;
       if (login.timeWarning) log.warning(`${login.ip}: ${login.timeWarning}`);
-      const expires = login.time + period;
-      // Replayed after a stop: a login whose period has passed grants nothing.
-      if (expires <= now.getTime()) continue;
-      grants.push({
+      const expires = login.time + settings.periodMs;
+      const session = rules && login.session !== undefined ? login.session : undefined;
+      // Replayed after a stop: a login whose relay has passed grants nothing.
+      const lasts = session === undefined ? expires : login.time + settings.maxMs;
+      if (lasts <= now.getTime()) continue;
+      const grant = {
         ip: login.ip,
         user: login.user,
         agent: login.agent,
         login: login.time,
         expires,
-      });
+      };
+      grants.push(grant);
+      if (rules)
+        events.push({
+          kind: "login",
+          entry: grant,
+          ...(session === undefined ? {} : { session: { id: key(session), user: login.user } }),
+        });
       this.counts.logins++;
       this.counts.last = { user: login.user, ip: login.ip, time: login.time };
     }
-    if (grants.length === 0) return false;
     for (const g of grants)
       log.info(
-        `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}`,
+        `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}${rules ? ", or while its session is open" : ""}`,
       );
+    if (rules) {
+      if (events.length === 0) return false;
+      await this.change(() =>
+        components.relay.track((current) => planSessions(current, events, settings)),
+      );
+      return true;
+    }
+    if (grants.length === 0) return false;
     await this.change(() => components.relay.grant(grants));
     return true;
   }
