@@ -69,10 +69,7 @@ export async function loadConfig(configDir: string, instance = ""): Promise<Load
   }
   const config = merged.getProperties() as Config;
   if (config.agent === "") config.agent = instance;
-  const crossProblems = [
-    ...validateMapConfig(config.map),
-    ...validateRegex(config.match.regex),
-  ];
+  const crossProblems = [...validateMapConfig(config.map), ...validateRegex(config.match.regex)];
   if (crossProblems.length > 0) {
     throw new ConfigError(crossProblems.map((p) => `${whoSets(parsed, instance, p)}: ${p}`));
   }
