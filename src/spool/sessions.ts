@@ -177,6 +177,12 @@ export function planSessions(
   }
   const put: SpoolEntry[] = [];
   const replace: SpoolEntry[] = [];
-  for (const [ip, entry] of working) (replaced.has(ip) ? replace : put).push(entry);
+  for (const [ip, entry] of working) {
+    // Only a stored entry the new one does not supersede needs replacing: a session that began
+    // and ended in this batch, or ended under a later login, is an ordinary put.
+    const stored = current.get(ip);
+    const ordinary = !stored || supersedes(entry, stored);
+    (replaced.has(ip) && !ordinary ? replace : put).push(entry);
+  }
   return { put, replace };
 }
