@@ -39,6 +39,32 @@ describe("profile files: validation", () => {
     assert.deepEqual(problems(MINIMAL), []);
   });
 
+  it("reads session rules (for relay while a session is open) and two-line correlation", () => {
+    const profile = parseProfile(
+      [
+        MINIMAL,
+        "correlate: {address: ['^Connect from (?<ip>[0-9.]+)$'], window: 20m}",
+        "session:",
+        "  id: pid",
+        "  end: ['^(?<user>\\S+) logged out$']",
+        "  restart: ['^starting up$']",
+        "",
+      ].join("\n"),
+      "/x/agents.d/srv.yaml",
+      "site",
+    );
+    assert.equal(profile.session?.id, "pid");
+    assert.deepEqual(
+      profile.session?.end.map((r) => r.source),
+      [String.raw`^(?<user>\S+) logged out$`],
+    );
+    assert.deepEqual(
+      profile.session?.restart.map((r) => r.source),
+      ["^starting up$"],
+    );
+    assert.equal(profile.correlate?.windowSeconds, 1200);
+  });
+
   it("names the file, the key and why, for every problem at once", () => {
     const found = problems(
       [
@@ -52,7 +78,7 @@ describe("profile files: validation", () => {
         "  - '^(?<user>\\S+) from (?<ip>[$'",
         "  - '^(?<user>\\S+) logged in$'",
         "correlate: {address: ['^from (?<host>\\S+)$'], window: forever}",
-        "session: {id: pid, end: ['^bye$']}",
+        "session: {id: session, end: ['^bye$']}",
         "samples: {file: ../srv.samples, provenance: guessed}",
         "colour: blue",
         "",
@@ -70,7 +96,7 @@ describe("profile files: validation", () => {
       /: patterns\[1\]: Invalid regular expression/,
       /: correlate\.address\[0\]: has no \(\?<ip>\.\.\.\) group$/,
       /: correlate\.window: must be a duration/,
-      /: session\.end\[0\]: names no session: it needs a \(\?<key>\.\.\.\) or \(\?<ip>\.\.\.\) group$/,
+      /: session\.end\[0\]: names no session: it needs a \(\?<key>\.\.\.\) or \(\?<ip>\.\.\.\) group/,
       /: samples\.file: must be a file name in the same directory$/,
       /: samples\.provenance: must be one of captured, source, both$/,
     ];
@@ -109,7 +135,7 @@ describe("profile files: the site's agents.d and the built-ins", () => {
     const dir = await configDir({ "50-test.yaml": "agent: dovecot\n" });
     await mkdir(join(dir, "agents.d"));
     const site = (await readFile(join(builtinAgentsDir(), "dovecot.yaml"), "utf8")).replace(
-      /^programs:\n {2}- 'dovecot'$/m,
+      /^programs:\n {2}- ["']dovecot["']$/m,
       "programs:\n  - 'dovecot-site'",
     );
     await writeFile(join(dir, "agents.d", "dovecot.yaml"), site);
@@ -176,7 +202,7 @@ describe("profile files: the site's agents.d and the built-ins", () => {
     );
     assert.match(
       agents.stdout,
-      /^dovecot .*\n {14}built-in: .*dovecot\.yaml; samples read from source/m,
+      /^teapop .*\n {14}built-in: .*teapop\.yaml; samples read from source/m,
     );
 
     const check = await poprelay(["check", "--config-dir", conf]);
@@ -194,5 +220,31 @@ describe("profile files: the site's agents.d and the built-ins", () => {
     const failed = await poprelay(["check", "--config-dir", conf]);
     assert.equal(failed.code, 1);
     assert.match(failed.stderr, /srv\.samples:5: expected no-match, got spoof/);
+  });
+});
+
+describe("match.regex written for whole lines", () => {
+  it("is refused with the fix when it starts with the agent's own tag: it would never match again", async () => {
+    const conf = await configDir({
+      "50-test.yaml": [
+        "agent: dovecot",
+        "match:",
+        `  regex: ${JSON.stringify(String.raw`dovecot: pop3-login: Login: user=<(?<user>.+?)>.*rip=(?<ip>\d+\.\d+\.\d+\.\d+)`)}`,
+        "",
+      ].join("\n"),
+    });
+    const check = await poprelay(["check", "--config-dir", conf]);
+    assert.equal(check.code, 1);
+    assert.match(
+      check.stderr,
+      /match\.regex: starts with the syslog tag "dovecot:", but it runs on the message after the tag .*remove the tag/,
+    );
+    // Without the tag it is accepted.
+    await writeFile(
+      join(conf, "conf.d", "50-test.yaml"),
+      `agent: dovecot\nmatch:\n  regex: ${JSON.stringify(String.raw`^pop3-login: Login: user=<(?<user>.+?)>.*rip=(?<ip>\d+\.\d+\.\d+\.\d+)`)}\n`,
+    );
+    const ok = await poprelay(["check", "--config-dir", conf]);
+    assert.equal(ok.code, 0, ok.stderr);
   });
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { builtinAgents } from "../src/matcher/agents.js";
+import { toRecord } from "../src/matcher/record.js";
 import { readSamples, runSamples } from "../src/matcher/samples.js";
 
 // Classic syslog stamps have no year: the samples are read as if on this day.
@@ -42,8 +43,8 @@ for (const profile of profiles) {
       for (const pattern of profile.patterns) {
         const used = samples.some((s) => {
           if (!("user" in s.expect)) return false;
-          const text = s.entry.kind === "line" ? s.entry.text : String(s.entry.fields.MESSAGE);
-          return pattern.test(text.slice(text.indexOf(": ") + 2)) || pattern.test(text);
+          const message = toRecord(s.entry, NOW)?.message;
+          return message !== undefined && pattern.test(message);
         });
         assert.ok(used, `no sample exercises ${pattern}`);
       }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -11,6 +11,7 @@ import { loadConfig } from "../src/config/load.js";
 import { builtinAgents } from "../src/matcher/agents.js";
 import { createMatcher } from "../src/matcher/matcher.js";
 import { parseProfile } from "../src/matcher/profile-file.js";
+import { poprelay } from "./helpers.js";
 
 const DOVECOT_LINE =
   "Nov 24 03:12:01 mail dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.7, lip=127.0.0.1";
@@ -484,14 +485,14 @@ describe("importLegacy: mailLogRegExp is confined to the program it names", () =
 
   it("a program no built-in profile logs under gets no journal trust rules, and says so", () => {
     const { profile, notes } = run(
-      String.raw`mailLogRegExp = vpop3d: \((\w+),(\d+\.\d+\.\d+\.\d+)\) Authenticated`,
+      String.raw`mailLogRegExp = mypop3d: \((\w+),(\d+\.\d+\.\d+\.\d+)\) Authenticated`,
     );
     assert.deepEqual(siteProfile(profile).journal, []);
     assert.ok(notes.some((n) => /no built-in profile logs under that tag/.test(n)));
     const match = createMatcher({ profile: siteProfile(profile), ignore: [], allow: [] });
     const now = new Date(2026, 10, 27);
     const ok = match(
-      { kind: "line", text: "Nov 24 03:12:01 h vpop3d[7]: (alice,198.51.100.7) Authenticated" },
+      { kind: "line", text: "Nov 24 03:12:01 h mypop3d[7]: (alice,198.51.100.7) Authenticated" },
       now,
     );
     assert.equal(ok.accepted && ok.login.ip, "198.51.100.7");
@@ -501,7 +502,7 @@ describe("importLegacy: mailLogRegExp is confined to the program it names", () =
         kind: "journal",
         fields: {
           _UID: "1000",
-          SYSLOG_IDENTIFIER: "vpop3d",
+          SYSLOG_IDENTIFIER: "mypop3d",
           MESSAGE: "(alice,198.51.100.7) Authenticated",
         },
       },
@@ -614,5 +615,66 @@ describe("translatePerlRegex", () => {
       "\\p (Unicode property: needs the u flag)",
       "\\v (vertical whitespace; \\v is a vertical tab in JavaScript)",
     ]);
+  });
+});
+
+describe("poprelay import-legacy: the site profile on disk", () => {
+  it("writes agents.d/legacy-PROGRAM.yaml, never over another file, and match grants no quoted login", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "poprelay-legacy-cli-"));
+    try {
+      const legacy = join(dir, "poprelay.conf");
+      await writeFile(legacy, `mailLogRegExp = ${LEGACY_DOVECOT_REGEX}\n`);
+      const conf = join(dir, "etc");
+      await mkdir(join(conf, "conf.d"), { recursive: true });
+      const imported = await poprelay(["import-legacy", "--config-dir", conf, legacy]);
+      assert.equal(imported.code, 0, imported.stderr);
+      assert.match(
+        imported.stderr,
+        /wrote the site profile .*agents\.d\/legacy-dovecot\.yaml \(program dovecot\)/,
+      );
+      assert.match(imported.stderr, /assumed to be the program "dovecot"/);
+      await writeFile(
+        join(conf, "conf.d", "50-legacy.yaml"),
+        `${imported.stdout}match:\n  ignore: []\n`,
+      );
+
+      const log = join(dir, "mail.log");
+      await writeFile(log, `${POSTFIX_QUOTING}\n${DOVECOT_LINE}\n`);
+      const matched = await poprelay([
+        "match",
+        "--agent",
+        "legacy-dovecot",
+        "--json",
+        "--config-dir",
+        conf,
+        log,
+      ]);
+      assert.equal(matched.code, 0, matched.stderr);
+      assert.deepEqual(
+        matched.stdout
+          .trim()
+          .split("\n")
+          .map((line) => JSON.parse(line)),
+        [{ user: "alice", ip: "198.51.100.7", agent: "legacy-dovecot", protocol: null }],
+      );
+      const check = await poprelay(["check", "--config-dir", conf]);
+      assert.equal(check.code, 0, check.stderr);
+
+      // Run again: the same file is left alone; a changed one is never overwritten.
+      assert.equal((await poprelay(["import-legacy", "--config-dir", conf, legacy])).code, 0);
+      await writeFile(join(conf, "agents.d", "legacy-dovecot.yaml"), "# the admin's own\n");
+      const refused = await poprelay(["import-legacy", "--config-dir", conf, legacy]);
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stderr,
+        /legacy-dovecot\.yaml: exists and differs from the imported profile/,
+      );
+      assert.equal(
+        await readFile(join(conf, "agents.d", "legacy-dovecot.yaml"), "utf8"),
+        "# the admin's own\n",
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -311,6 +311,8 @@ export const COMMANDS: Record<string, Command> = {
         context.out(`match.ignore: ${MYNETWORKS} is ${ignore.networks.join(" ") || "(nothing)"}\n`);
       }
       const agents = checkAgents(context.configDir);
+      // The configured agent, as the daemon will load it (match.regex checked against it).
+      if (loaded.config.agent !== "") profileFor(loaded.config, context.configDir);
       if (context.options.print) context.out(describeConfig(loaded));
       else
         context.out(

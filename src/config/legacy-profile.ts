@@ -158,3 +158,14 @@ export function legacyProfile(
     from: builtin?.name,
   };
 }
+
+/**
+ * A match.regex written for whole lines, as Mail::POPRelay's were: it starts with the agent's
+ * own syslog tag, which the message it now runs on no longer holds, so it would never match
+ * again. Undefined when the regex does not start so.
+ */
+export function taggedRegexProblem(regex: string, programs: readonly string[]): string | undefined {
+  const split = splitLegacyTag(regex);
+  if (typeof split === "string" || !programs.includes(split.program)) return undefined;
+  return `match.regex: starts with the syslog tag "${split.program}:", but it runs on the message after the tag (so that another program's line quoting a login grants nothing) and would never match: remove the tag from it, or make it a site profile (poprelay import-legacy)`;
+}

@@ -1,6 +1,7 @@
 import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import { join } from "node:path";
+import { taggedRegexProblem } from "../config/legacy-profile.js";
 import { ConfigError, DEFAULT_CONFIG_DIR, type LoadedConfig } from "../config/load.js";
 import { parseTrustRule } from "../config/schema.js";
 import type { Config } from "../config/types.js";
@@ -48,6 +49,11 @@ export function profileFor(config: Config, configDir = DEFAULT_CONFIG_DIR): Agen
     throw error;
   }
   const { programs, trusted } = config.match;
+  const tagged = taggedRegexProblem(
+    config.match.regex,
+    programs.length > 0 ? programs : profile.programs,
+  );
+  if (tagged) throw new ConfigError([tagged]);
   return {
     ...profile,
     programs: programs.length > 0 ? programs : profile.programs,

@@ -77,7 +77,7 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
   const patterns = custom ? [custom] : profile.patterns;
   const ignored = networkMatcher(options.ignore);
   const allowed = options.allow.length > 0 ? networkMatcher(options.allow) : () => true;
-  const programs = new Set(profile.programs);
+  const programs = programMatcher(profile.programs);
   const sessions =
     profile.correlate && !custom
       ? new SessionTable(profile.correlate.windowSeconds * 1000)
@@ -222,10 +222,22 @@ function firstMatch(patterns: readonly RegExp[], text: string): Captures | undef
   return undefined;
 }
 
+/**
+ * Whether a syslog tag is one of the profile's programs: exact names, and "PREFIX/*" for a
+ * server whose tags name a service the site chooses (Cyrus: cyrus/pop36).
+ */
+function programMatcher(names: readonly string[]): (program: string) => boolean {
+  const exact = new Set(names.filter((name) => !name.endsWith("/*")));
+  const prefixes = names.filter((name) => name.endsWith("/*")).map((name) => name.slice(0, -1));
+  return (program) =>
+    exact.has(program) ||
+    prefixes.some((prefix) => program.length > prefix.length && program.startsWith(prefix));
+}
+
 /** Why the record cannot be the server's own, or undefined when it is. */
 function trustProblem(
   profile: AgentProfile,
-  programs: ReadonlySet<string>,
+  programs: (program: string) => boolean,
   record: LogRecord,
 ): string | undefined {
   if (record.trusted) {
@@ -243,7 +255,7 @@ function trustProblem(
   if (record.program === undefined) {
     return profile.ownLogFile || record.trusted ? undefined : `a line without a program tag`;
   }
-  if (!programs.has(record.program))
+  if (!programs(record.program))
     return `program ${JSON.stringify(record.program)} is not ${profile.name}'s`;
   return undefined;
 }

@@ -4,7 +4,7 @@
  *   name: dovecot                  # = the file name without .yaml; the instance name poprelay@NAME
  *   summary: one line              # for `poprelay agents`
  *   covers: [servers and versions] # what the profile was written and checked against
- *   programs: [syslog tags]        # the server's SYSLOG_IDENTIFIERs; lines of other tags never match
+ *   programs: [syslog tags]        # the server's SYSLOG_IDENTIFIERs (or PREFIX/*: cyrus/*); others never match
  *   own_log_file: false            # true: tagless lines (the server's own log file) count too
  *   journal: ["_SYSTEMD_UNIT=x.service", "_EXE=/usr/sbin/x _UID=0"]
  *                                  # trust rules, as match.trusted: one must hold, every field in it
@@ -17,7 +17,7 @@
  *     window: 20m                  # how long an address waits for its login (log time)
  *   session:                       # how a session ends (relay while it is open)
  *     id: pid                      # pid, or a field / named group of the login line (session)
- *     end: ['^...$']               # lines that close one session: groups key, ip, user
+ *     end: ['^...$']               # lines that close one session: groups key, ip, user (by pid: none needed)
  *     restart: ['^...$']           # lines that close them all (the master restarted)
  *   samples:
  *     file: dovecot.samples        # beside this file: annotated sample lines (samples.ts)
@@ -111,6 +111,13 @@ export function parseProfile(
   const summary = str("summary", data.summary) ?? "";
   const covers = list("covers", data.covers);
   const programs = list("programs", data.programs);
+  programs.forEach((program, i) => {
+    if (!/^[^\s:[\]*]{1,64}$/.test(program) && !/^[^\s:[\]*]{1,62}\/\*$/.test(program))
+      problem(
+        `programs[${i}]`,
+        `${JSON.stringify(program)} is not a syslog tag, or PREFIX/* (any service under PREFIX/)`,
+      );
+  });
   const ownLogFile = data.own_log_file ?? false;
   if (typeof ownLogFile !== "boolean") problem("own_log_file", "must be true or false");
   if (programs.length === 0 && ownLogFile !== true)
@@ -181,10 +188,11 @@ export function parseProfile(
       const end = regexes("session.end", data.session.end);
       end.forEach((pattern, i) => {
         const groups = groupNames(pattern);
-        if (!groups.has("key") && !groups.has("ip"))
+        // By pid, the line's own process id names the session; otherwise the line must.
+        if (id !== "pid" && !groups.has("key") && !groups.has("ip"))
           problem(
             `session.end[${i}]`,
-            "names no session: it needs a (?<key>...) or (?<ip>...) group",
+            "names no session: it needs a (?<key>...) or (?<ip>...) group (or session.id: pid)",
           );
       });
       const restart = regexes("session.restart", data.session.restart, false);

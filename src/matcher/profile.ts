@@ -70,8 +70,8 @@ export interface SessionRules {
   id: string;
   /**
    * Anchored patterns over the message of a line that closes one session. Named groups: `key`
-   * (the session's id, as `id` names it) and/or `ip` and `user`; a line may close only the
-   * session it names exactly.
+   * (the session's id, as `id` names it) and/or `ip` and `user`; with `id: pid` the line's own
+   * process id names it. A line may close only the session it names exactly.
    */
   end: readonly RegExp[];
   /** Lines after which all of this server's open sessions are closed (its master restarted). */

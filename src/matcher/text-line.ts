@@ -8,6 +8,9 @@ const ISO = /^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\
 // "host program[pid]: " or "program: ". Hosts never end in a colon.
 const HOST_AND_TAG = /^(\S+) ([^\s:[\]]{1,64})(?:\[(\d{1,10})\])?: /;
 const TAG_ONLY = /^([^\s:[\]]{1,64})(?:\[\d{1,10}\])?: /;
+// Dovecot 1.x's own log file: its log prefix first, then a local time with no zone
+// ("dovecot: 2011-03-03 18:36:18 Info: imap-login: ..."). Read as the ISO form without a zone.
+const PREFIX_THEN_STAMP = /^[a-z][a-z0-9_-]{0,31}: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) /;
 // A day's slack for clocks and time zones before a stamp counts as last year's.
 const DAY = 86_400_000;
 
@@ -38,12 +41,19 @@ class TextRecord implements LogRecord {
 
 /**
  * Parses a text log line: classic syslog, RFC 3339 stamped syslog, or a server's own log
- * file (stamp, then "service: ..." with no host). Undefined when the line has no stamp.
+ * file (stamp, then "service: ..." with no host; or Dovecot 1.x's "dovecot: DATE TIME ...").
+ * Undefined when the line has no stamp.
  */
 export function parseTextLine(line: string, now: Date): LogRecord | undefined {
   const classic = CLASSIC.exec(line);
   const stamp = classic ?? ISO.exec(line);
-  if (!stamp) return undefined;
+  if (!stamp) {
+    // A server's own log file that puts its prefix before the time: the message follows it.
+    const prefixed = PREFIX_THEN_STAMP.exec(line);
+    if (!prefixed) return undefined;
+    const message = line.slice(prefixed[0].length);
+    return new TextRecord(line, message, undefined, undefined, prefixed, now, false);
+  }
   const rest = line.slice(stamp[0].length);
   const space = rest.indexOf(" ");
   if (rest.charCodeAt(space - 1) === 0x3a /* : */ && TAG_ONLY.test(rest)) {
