@@ -6,7 +6,7 @@ require_node
 # libsystemd-dev builds the sd-notify addon; systemd, systemd-journal-remote, dovecot and
 # postfix and redis-server are the real parts the tests run against.
 apt_install ca-certificates g++ make python3 libsystemd-dev systemd systemd-journal-remote \
-  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db
+  dovecot-core dovecot-pop3d dovecot-imapd postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
 # Sendmail's makemap, and the IPv6-capable tcprules.
 apt_install libdb5.3 libldap-2.5-0 libsasl2-2
