@@ -36,6 +36,7 @@ function mapConfig(file: string): MapConfig {
     type: "",
     command: "",
     static: "",
+    head: "",
     restart: { enabled: false, command: "" },
   };
 }

@@ -8,7 +8,7 @@ require_node 20 "the tests"
 # tests run against. libfaketime sets the daemon's clock in the daylight-saving test
 # (test/fault-time.test.ts).
 apt_install ca-certificates gcc make python3 systemd systemd-journal-remote \
-  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db \
+  dovecot-core dovecot-pop3d dovecot-imapd postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db \
   libfaketime
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
 # Sendmail (makemap, and sendmail -bt with a sendmail.cf that m4 builds from sendmail-cf),

@@ -9,6 +9,7 @@ import {
   stageMap,
   writeMap,
 } from "./maps/write.js";
+import type { SessionPlan } from "./spool/sessions.js";
 import type { SpoolEntry, SpoolStore } from "./spool/types.js";
 
 export interface RelayChange<T> {
@@ -68,6 +69,32 @@ export class RelayState {
   /** Grants relay to these logins (seed: addRelayAddress). */
   grant(entries: readonly SpoolEntry[]): Promise<RelayChange<SpoolEntry[]>> {
     return this.change(() => this.store.put(entries));
+  }
+
+  /**
+   * Logins and session ends (spool/sessions.ts plans them from the entries as they are under
+   * the lock). An entry a session end shortens replaces the stored one: removed, then put.
+   */
+  track(
+    plan: (current: ReadonlyMap<string, SpoolEntry>) => SessionPlan,
+  ): Promise<RelayChange<SpoolEntry[]>> {
+    return this.change(async () => {
+      const current = new Map((await this.store.list()).map((e) => [e.ip, e]));
+      const { put, replace } = plan(current);
+      let replaced = replace;
+      if (replace.length > 0) {
+        try {
+          await this.store.remove(replace.map((e) => e.ip));
+        } catch (error) {
+          // Shared state out of reach: the entries keep their longer expiry (session_max).
+          this.log.warning(
+            `session ends not recorded, relay lasts until session_max: ${(error as Error).message}`,
+          );
+          replaced = [];
+        }
+      }
+      return this.store.put([...put, ...replaced]);
+    });
   }
 
   /** Takes relay away from these addresses now. */

@@ -1,6 +1,6 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { canonicalIp, InvalidIpError } from "../address/ip.js";
 import { importLegacy } from "../config/legacy.js";
 import {
@@ -18,6 +18,7 @@ import { checkMapTools, exactnessWarnings, grantProblem } from "../maps/settings
 import { snippets } from "../maps/snippet.js";
 import type { MapWriteResult } from "../maps/write.js";
 import { builtinAgents, loadAllAgents, siteAgentsDir } from "../matcher/agents.js";
+import { expandIgnore, MYNETWORKS } from "../matcher/mynetworks.js";
 import { readSamples, runSamples } from "../matcher/samples.js";
 import { RelayState } from "../relay-state.js";
 import { openSpoolStore } from "../spool/open.js";
@@ -148,7 +149,16 @@ function formatList(entries: readonly SpoolEntry[], now: number, json: boolean):
     return entries
       .map(
         (e) =>
-          `${JSON.stringify({ ...e, login: time(e.login), expires: time(e.expires), expired: e.expires <= now })}\n`,
+          `${JSON.stringify({
+            ...e,
+            login: time(e.login),
+            expires: time(e.expires),
+            expired: e.expires <= now,
+            ...(e.until === undefined ? {} : { until: time(e.until) }),
+            ...(e.sessions
+              ? { sessions: e.sessions.map((s) => ({ ...s, since: time(s.since) })) }
+              : {}),
+          })}\n`,
       )
       .join("");
   }
@@ -158,8 +168,15 @@ function formatList(entries: readonly SpoolEntry[], now: number, json: boolean):
     e.agent,
     time(e.login),
     e.expires <= now ? "expired" : time(e.expires),
+    // Open sessions keep the address relaying until relay.period after their end.
+    e.sessions && e.expires > now
+      ? `${e.sessions.length} open, then ${time(e.until ?? e.expires)}`
+      : "",
   ]);
-  const table = [["ADDRESS", "USER", "AGENT", "LOGIN", "EXPIRES"], ...rows];
+  const head = ["ADDRESS", "USER", "AGENT", "LOGIN", "EXPIRES", "SESSIONS"];
+  // The column only when some entry has open sessions: the table is otherwise as it was.
+  const shown = rows.some((r) => r[5] !== "") ? head.length : head.length - 1;
+  const table = [head, ...rows].map((r) => r.slice(0, shown));
   const widths = table[0]?.map((_, i) => Math.max(...table.map((r) => (r[i] ?? "").length))) ?? [];
   return table
     .map(
@@ -170,6 +187,20 @@ function formatList(entries: readonly SpoolEntry[], now: number, json: boolean):
           .trimEnd()}\n`,
     )
     .join("");
+}
+
+/** Writes a file the import made; one with other content already there is the admin's. */
+async function writeOnce(path: string, text: string): Promise<void> {
+  const existing = await readFile(path, "utf8").catch(() => undefined);
+  if (existing === text) return;
+  if (existing !== undefined) {
+    throw new Error(
+      `${path} exists already with other lines: compare it with the lines it would get, then remove it and import again`,
+    );
+  }
+  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+  // The daemon's user reads it; the lines are access rules, not secrets.
+  await writeFile(path, text, { mode: 0o644, flag: "wx" });
 }
 
 export const COMMANDS: Record<string, Command> = {
@@ -231,10 +262,12 @@ export const COMMANDS: Record<string, Command> = {
       const profile = profileFor({ ...config, agent: name }, context.configDir);
       const regex =
         typeof context.options.regex === "string" ? context.options.regex : config.match.regex;
+      const ignore = await expandIgnore(config.match.ignore);
+      for (const note of ignore.notes) context.log.warning(note);
       const summary = await runMatch({
         profile,
         regex,
-        ignore: config.match.ignore,
+        ignore: ignore.networks,
         allow: config.match.allow,
         input: context.args[0] ?? "-",
         json: context.options.json === true,
@@ -273,6 +306,11 @@ export const COMMANDS: Record<string, Command> = {
     async run(context) {
       const loaded = await loadConfig(context.configDir, context.instance);
       await checkMapTools(loaded.config.map);
+      if (loaded.config.match.ignore.includes(MYNETWORKS)) {
+        const ignore = await expandIgnore([MYNETWORKS]);
+        for (const note of ignore.notes) context.log.warning(note);
+        context.out(`match.ignore: ${MYNETWORKS} is ${ignore.networks.join(" ") || "(nothing)"}\n`);
+      }
       const agents = checkAgents(context.configDir);
       // The configured agent, as the daemon will load it (match.regex checked against it).
       if (loaded.config.agent !== "") profileFor(loaded.config, context.configDir);
@@ -414,7 +452,18 @@ export const COMMANDS: Record<string, Command> = {
       const text = await readFile(file, "utf8").catch((error: Error) => {
         throw new Error(`${file}: cannot read: ${error.message}`);
       });
-      const result = importLegacy(text, file, builtinAgents());
+      const result = importLegacy(text, file, builtinAgents(), {
+        read: (path) => {
+          try {
+            return readFileSync(path, "utf8");
+          } catch (error) {
+            if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+            throw error;
+          }
+        },
+        headFile: (relayFile) => join(context.configDir, "preserved", basename(relayFile)),
+      });
+      for (const { path, text } of result.files) await writeOnce(path, text);
       if (result.profile) await writeSiteProfile(context.configDir, result.profile, context.log);
       context.out(result.yaml);
       for (const note of result.notes) context.log.warning(note);

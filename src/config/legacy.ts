@@ -10,8 +10,10 @@
  */
 
 import { Document, isMap, isPair, isScalar, type YAMLMap } from "yaml";
+import { HEADER } from "../maps/resolve.js";
 import type { AgentProfile } from "../matcher/profile.js";
 import { editDistance } from "./edit-distance.js";
+import { preservedLines } from "./legacy-preserve.js";
 import { legacyProfile } from "./legacy-profile.js";
 import { translatePerlRegex, unwrapPerlRegex } from "./legacy-regex.js";
 import type { Config, MapConfig } from "./types.js";
@@ -40,6 +42,16 @@ export interface LegacyImport {
    * to write into CONFIG_DIR/agents.d, which `agent:` in `yaml` names.
    */
   profile?: { name: string; file: string; yaml: string; program: string };
+  /** Files the YAML names that the caller must write: map.head's preserved lines. */
+  files: { path: string; text: string }[];
+}
+
+/** How the import reaches mailRelayFile, to keep the lines above its preserve marker. */
+export interface PreserveOptions {
+  /** mailRelayFile's text, or undefined when there is no such file; throws when unreadable. */
+  read: (path: string) => string | undefined;
+  /** The file map.head is to name, for a given mailRelayFile. */
+  headFile: (relayFile: string) => string;
 }
 
 /** Every option the Mail::POPRelay manual documents (mailLogRegExp is usually the agent's). */
@@ -156,6 +168,7 @@ function quote(value: string, max = 80): string {
 class Importer {
   readonly settings: LegacySettings = {};
   readonly comments = new Map<string, string>();
+  readonly files: { path: string; text: string }[] = [];
   profile: LegacyImport["profile"];
 
   constructor(
@@ -293,8 +306,63 @@ function section<K extends Exclude<keyof LegacySettings, "agent">>(
   return settings[key] as NonNullable<LegacySettings[K]>;
 }
 
+/**
+ * Moves the lines Mail::POPRelay kept in mailRelayFile (above its preserve marker) into a file of
+ * their own that map.head names: written first, before poprelay's lines, as the legacy tool
+ * wrote them, and a map write never replaces a file with lines it cannot account for.
+ */
+function preserve(im: Importer, relayFile: Setting, options: PreserveOptions): void {
+  const path = relayFile.value;
+  let text: string | undefined;
+  try {
+    text = options.read(path);
+  } catch (error) {
+    im.note(
+      relayFile.line,
+      `mailRelayFile ${quote(path)} cannot be read (${(error as Error).message}), so the lines above its preserve marker are not imported; poprelay refuses to replace the file while it holds lines of the site's own`,
+    );
+    return;
+  }
+  if (text === undefined) return;
+  const head = options.headFile(path);
+  if (text.startsWith(`${HEADER}\n`)) {
+    // Imported before, and written by poprelay since: the site's lines are in map.head already.
+    let earlier: string | undefined;
+    try {
+      earlier = options.read(head);
+    } catch {
+      earlier = undefined;
+    }
+    if (earlier !== undefined) {
+      section(im.settings, "map").head = head;
+      im.comments.set("map.head", `kept from an earlier import: ${path} is poprelay's own now`);
+    }
+    im.note(
+      relayFile.line,
+      `mailRelayFile ${quote(path)} is written by poprelay already, so there is no preserve marker to read${earlier === undefined ? "" : `; map.head names ${head} again, from an earlier import`}`,
+    );
+    return;
+  }
+  const kept = preservedLines(text);
+  if (kept.lines === 0) return;
+  section(im.settings, "map").head = head;
+  im.files.push({ path: head, text: kept.text });
+  const where =
+    kept.marker === undefined
+      ? `all ${kept.lines} lines of ${path} (it has no preserve marker, so the legacy tool kept them all)`
+      : `the ${kept.lines} lines above the preserve marker (line ${kept.marker}) of ${path}`;
+  im.comments.set(
+    "map.head",
+    `${where},\nmoved here by this import: written first, before poprelay's lines, as the legacy tool did`,
+  );
+  im.note(
+    relayFile.line,
+    `${where} were written to ${head} (map.head); edit them there from now on, as poprelay rewrites ${path} whole`,
+  );
+}
+
 /** Maps the parsed options into settings, comments and notes. */
-function mapOptions(im: Importer): void {
+function mapOptions(im: Importer, preserveOptions: PreserveOptions | undefined): void {
   const { settings, comments } = im;
 
   // %m was the mailProgram value; poprelay's %m is the mta name, so expand the legacy one.
@@ -421,6 +489,7 @@ function mapOptions(im: Importer): void {
   if (relayFile) {
     map.file = relayFile.value;
     comments.set("map.file", im.from("mailRelayFile", relayFile));
+    if (preserveOptions) preserve(im, relayFile, preserveOptions);
   }
 
   const isDatabaseSetting = im.get("mailRelayIsDatabase");
@@ -610,22 +679,24 @@ function header(source: string, notes: string[]): string {
 
 /**
  * Turns the text of a Mail::POPRelay configuration file into conf.d YAML and notes.
- * `source` names the file in the YAML header.
+ * `source` names the file in the YAML header. With `preserve`, the lines mailRelayFile keeps
+ * above Mail::POPRelay's preserve marker go to a map.head file.
  */
 export function importLegacy(
   text: string,
   source: string,
   builtins: readonly AgentProfile[] = [],
+  preserve?: PreserveOptions,
 ): LegacyImport {
   const im = new Importer(source, builtins);
   im.parse(text);
-  mapOptions(im);
+  mapOptions(im, preserve);
   const notes = im.sortedNotes();
   const doc = new Document(im.settings);
   if (isMap(doc.contents)) attachComments(doc.contents, "", im.comments);
   doc.commentBefore = header(source, notes);
   const yaml = doc.toString({ lineWidth: 0, singleQuote: true });
-  const result: LegacyImport = { yaml, notes, settings: im.settings };
+  const result: LegacyImport = { yaml, notes, settings: im.settings, files: im.files };
   if (im.profile) result.profile = im.profile;
   return result;
 }

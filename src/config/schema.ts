@@ -1,5 +1,6 @@
 import convict from "convict";
 import { parseCidr } from "../address/cidr.js";
+import { MYNETWORKS } from "../matcher/mynetworks.js";
 import { parseTrustRule } from "../matcher/trust-rule.js";
 import { parseListen } from "../policy/listen.js";
 import { parseHostPort, parseRedisUrl } from "../spool/redis/address.js";
@@ -61,6 +62,11 @@ convict.addFormats({
   "optional-absolute-path": { validate: optionalAbsolutePath },
   "one-line": { validate: oneLine },
   "cidr-list": { validate: stringArray((item) => parseCidr(item)) },
+  "ignore-list": {
+    validate: stringArray((item) => {
+      if (item !== MYNETWORKS) parseCidr(item);
+    }),
+  },
   "journal-matches": {
     validate: stringArray((item) => {
       if (!JOURNAL_MATCH.test(item))
@@ -154,8 +160,8 @@ export const schema = {
       default: [] as string[],
     },
     ignore: {
-      doc: "Networks never granted relay.",
-      format: "cidr-list",
+      doc: `Networks never granted relay; ${MYNETWORKS} reads Postfix's mynetworks (on start and reload).`,
+      format: "ignore-list",
       default: ["127.0.0.0/8", "::1/128"],
     },
     allow: {
@@ -169,6 +175,11 @@ export const schema = {
       doc: "How long a login may relay: seconds, or 90s, 30m, 1h (seed: mailRelayPeriod).",
       format: "duration",
       default: 1800,
+    },
+    session_max: {
+      doc: "While a login's session is open (agents that log its end), relay lasts until relay.period after the end, but never past this long after the login (at least relay.period: set it to relay.period for no session relay).",
+      format: "duration",
+      default: 12 * 3600,
     },
   },
   spool: {
@@ -267,6 +278,11 @@ export const schema = {
     },
     static: {
       doc: "A file of the site's own lines, written after the generated ones (qmail's static tcprules).",
+      format: "optional-absolute-path",
+      default: "",
+    },
+    head: {
+      doc: "A file of the site's own lines, written before the generated ones (Mail::POPRelay kept the lines above its preserve marker so).",
       format: "optional-absolute-path",
       default: "",
     },

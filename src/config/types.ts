@@ -17,7 +17,12 @@ export interface Config {
     ignore: string[];
     allow: string[];
   };
-  relay: { /** Seconds a login may relay. */ period: number };
+  relay: {
+    /** Seconds a login may relay. */
+    period: number;
+    /** Seconds an open session may keep its address relaying, at most, from its login. */
+    session_max: number;
+  };
   spool: { backend: "file" | "redis"; directory: string; redis: RedisConfig };
   policy: { /** "" (none), inet:HOST:PORT or unix:/PATH. */ listen: string };
   state: { directory: string };
@@ -39,6 +44,8 @@ export interface MapConfig {
   command: string;
   /** A file of the site's own lines, copied after the generated ones (qmail's static tcprules). */
   static: string;
+  /** A file of the site's own lines, copied before the generated ones (Mail::POPRelay's). */
+  head: string;
   restart: { enabled: boolean; command: string };
 }
 

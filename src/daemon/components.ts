@@ -8,6 +8,7 @@ import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
 import { loadAgent } from "../matcher/agents.js";
 import { createMatcher } from "../matcher/matcher.js";
+import { expandIgnore } from "../matcher/mynetworks.js";
 import type { AgentProfile } from "../matcher/profile.js";
 import { ProfileError } from "../matcher/profile-file.js";
 import { FileReader } from "../readers/file.js";
@@ -98,12 +99,16 @@ export async function buildComponents(
   const source = await chooseSource(config);
   // A map-only host reads no log: it needs no agent.
   const profile = source === "none" ? undefined : profileFor(config, configDir);
+  // postfix:mynetworks is read from Postfix here, so a reload reads it again.
+  const ignore = profile ? await expandIgnore(config.match.ignore) : undefined;
+  for (const note of ignore?.notes ?? []) log.warning(note);
   const match =
     profile &&
+    ignore &&
     createMatcher({
       profile,
       regex: config.match.regex || undefined,
-      ignore: config.match.ignore,
+      ignore: ignore.networks,
       allow: config.match.allow,
     });
   const name = loaded.instance || config.agent || "poprelay";
@@ -121,7 +126,8 @@ export async function buildComponents(
           firstStartSince: config.relay.period,
           log,
           // A site's match.regex sees every entry; a profile only lines with its literal.
-          prefilter: config.match.regex ? undefined : profile.prefilter,
+          // Session end lines do not hold the login literal: a profile with session rules reads all.
+          prefilter: config.match.regex || profile.session ? undefined : profile.prefilter,
         })
       : new FileReader({
           path: config.input.file,

@@ -1,4 +1,5 @@
 import { mkdir } from "node:fs/promises";
+import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { Logger } from "../log.js";
@@ -7,6 +8,7 @@ import { liveLookup } from "../policy/lookup.js";
 import { PolicyServer } from "../policy/server.js";
 import type { LogEntry } from "../readers/types.js";
 import { MapWriteError, type RelayChange } from "../relay-state.js";
+import { planSessions, type SessionEvent, sessionKey } from "../spool/sessions.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { buildComponents, type Components } from "./components.js";
 import { monotonicUsec, type Notifier } from "./notify.js";
@@ -298,8 +300,16 @@ export class Daemon {
     const match = components.match;
     if (!match) return false;
     const now = new Date();
-    const period = components.config.relay.period * 1000;
+    const { period, session_max } = components.config.relay;
+    // A session never shortens relay: its bound is at least one period.
+    const settings = { periodMs: period * 1000, maxMs: Math.max(session_max, period) * 1000 };
+    // Sessions are told apart by host, instance and agent: one server's end line or restart
+    // never touches another's sessions, on this host or (through Redis) another.
+    const rules = components.profile?.session;
+    const key = (id: string) =>
+      sessionKey(`${hostname()}/${components.name}`, components.profile?.name ?? "", id);
     const grants: SpoolEntry[] = [];
+    const events: SessionEvent[] = [];
     const expired: { ip: string; time: number }[] = [];
     for (const entry of entries) {
       this.counts.lines++;
@@ -308,6 +318,14 @@ export class Daemon {
         this.counts.rejected[verdict.reason] = (this.counts.rejected[verdict.reason] ?? 0) + 1;
         if (SUSPICIOUS.has(verdict.reason))
           log.warning(`refused a login line (${verdict.reason}): ${verdict.detail ?? ""}`);
+        const end = verdict.end;
+        if (rules && end) {
+          events.push(
+            end.key === undefined
+              ? { kind: "restart", prefix: key(""), time: end.time }
+              : { kind: "end", id: key(end.key), ip: end.ip, user: end.user, time: end.time },
+          );
+        }
         continue;
       }
       const { login } = verdict;
@@ -318,19 +336,28 @@ export class Daemon {
         this.stampDrift(login.ip, login.time, now);
         login.time = now.getTime();
       }
-      const expires = login.time + period;
-      // Replayed after a stop: a login whose period has passed grants nothing.
-      if (expires <= now.getTime()) {
+      const expires = login.time + settings.periodMs;
+      const session = rules && login.session !== undefined ? login.session : undefined;
+      // Replayed after a stop: a login whose relay has passed grants nothing.
+      const lasts = session === undefined ? expires : login.time + settings.maxMs;
+      if (lasts <= now.getTime()) {
         expired.push(login);
         continue;
       }
-      grants.push({
+      const grant = {
         ip: login.ip,
         user: login.user,
         agent: login.agent,
         login: login.time,
         expires,
-      });
+      };
+      grants.push(grant);
+      if (rules)
+        events.push({
+          kind: "login",
+          entry: grant,
+          ...(session === undefined ? {} : { session: { id: key(session), user: login.user } }),
+        });
       this.counts.logins++;
       this.counts.last = { user: login.user, ip: login.ip, time: login.time };
     }
@@ -339,12 +366,21 @@ export class Daemon {
       log.info(
         `not granted: ${expired.length} login(s) read after their relay period had passed (the last: ${last.ip} at ${new Date(last.time).toISOString()})`,
       );
-    if (grants.length === 0) return false;
     for (const g of grants)
       log.info(
-        `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}`,
+        `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}${rules ? ", or while its session is open" : ""}`,
       );
-    await this.grantDurably(components, grants, abort);
+    if (rules) {
+      if (events.length === 0) return false;
+      await this.grantDurably(
+        () => components.relay.track((current) => planSessions(current, events, settings)),
+        events.length,
+        abort,
+      );
+      return true;
+    }
+    if (grants.length === 0) return false;
+    await this.grantDurably(() => components.relay.grant(grants), grants.length, abort);
     return true;
   }
 
@@ -369,8 +405,8 @@ export class Daemon {
    * read meanwhile in the next batch. Rejects only when the reader is being stopped.
    */
   private async grantDurably(
-    components: Components,
-    grants: SpoolEntry[],
+    operation: () => Promise<RelayChange<unknown>>,
+    count: number,
     abort: AbortSignal,
   ): Promise<void> {
     const { log } = this.options;
@@ -378,11 +414,11 @@ export class Daemon {
     for (;;) {
       this.writeStarted = performance.now();
       try {
-        await this.change(() => components.relay.grant(grants));
+        await this.change(operation);
         this.writeStarted = undefined;
         if (this.counts.spoolError !== undefined) {
           log.notice(
-            `the spool is written again: ${grants.length} login(s) held back by the fault are granted`,
+            `the spool is written again: ${count} login(s) held back by the fault are granted`,
           );
           this.counts.spoolError = undefined;
           this.publishStatus();
@@ -393,7 +429,7 @@ export class Daemon {
         const text = (error as Error).message ?? String(error);
         if (text !== this.counts.spoolError)
           log.error(
-            `DEGRADED: cannot write ${grants.length} login(s) to the spool: ${text}; retrying until it works, the reader waits and skips nothing`,
+            `DEGRADED: cannot write ${count} login(s) to the spool: ${text}; retrying until it works, the reader waits and skips nothing`,
           );
         this.counts.spoolError = text;
         this.publishStatus();

@@ -90,19 +90,24 @@ export function sortKey(ip: CanonicalIp): string {
 }
 
 /**
- * Header comment, one line per address, then the site's static lines: they come last because
- * tcprules takes the first matching rule, so a final `:allow` must not shadow the addresses.
+ * Header comment, the site's head lines (map.head), one line per address, then the site's
+ * static lines: they come last because tcprules takes the first matching rule, so a final
+ * `:allow` must not shadow the addresses. An address line whose key (its first word) a site
+ * line has already is left out: the site's own line decides for that address, and the map has
+ * no duplicate key (makemap refuses one with exit 65; postmap keeps the first and warns).
  * Only the address reaches a line, never the user name: log text is attacker-controlled.
  */
 export function renderMap(
   entries: readonly SpoolEntry[],
   resolved: ResolvedMap,
   staticText: string,
+  headText = "",
 ): string {
   return renderAddresses(
     exactAddresses(mapAddresses(entries), resolved).exact,
     resolved,
     staticText,
+    headText,
   );
 }
 
@@ -114,16 +119,35 @@ export function renderAddresses(
   addresses: readonly CanonicalIp[],
   resolved: ResolvedMap,
   staticText: string,
+  headText = "",
 ): string {
   const line = compileTemplate(resolved.format, { m: resolved.mta, r: resolved.file });
   const lines: string[] = resolved.header === null ? [] : [resolved.header];
+  if (headText !== "") lines.push(headText.replace(/\n$/, ""));
+  const taken = siteKeys(`${headText}\n${staticText}`);
   for (const ip of addresses) {
     if (ip.family === 6 && !resolved.ipv6) continue;
     if (resolved.exactness(ip) !== undefined) continue;
-    lines.push(line({ i: resolved.key(ip) }));
+    const text = line({ i: resolved.key(ip) });
+    if (taken.size > 0 && taken.has(firstWord(text))) continue;
+    lines.push(text);
   }
   lines.push("");
   let text = lines.join("\n");
   if (staticText !== "") text += staticText.endsWith("\n") ? staticText : `${staticText}\n`;
   return text;
+}
+
+/** The keys of the site's lines, as the MTAs fold them (makemap and postmap: lower case). */
+function siteKeys(text: string): Set<string> {
+  const keys = new Set<string>();
+  for (const line of text.split("\n")) {
+    const word = firstWord(line);
+    if (word !== "" && !word.startsWith("#")) keys.add(word);
+  }
+  return keys;
+}
+
+function firstWord(line: string): string {
+  return (/^\s*(\S*)/.exec(line)?.[1] ?? "").toLowerCase();
 }

@@ -34,6 +34,8 @@ export interface ResolvedMap {
   ipv6Check: "tcprules" | null;
   /** map.static: a file of the site's own lines, or "" for none. */
   static: string;
+  /** map.head: a file of the site's own lines that come first, or "" for none. */
+  head: string;
 }
 
 /** Effective settings for a map config. Assumes validateMapConfig found no problem. */
@@ -60,6 +62,7 @@ export function resolveMap(config: MapConfig): ResolvedMap {
     ipv6: true,
     ipv6Check: spec.ipv6Check,
     static: config.static,
+    head: config.head,
   };
 }
 
@@ -77,6 +80,7 @@ export function validateMapConfig(config: MapConfig): string[] {
   problems.push(...pathProblems("map.file", config.file, true));
   if (config.file.endsWith("/")) problems.push("map.file: names a directory, not a file");
   problems.push(...pathProblems("map.static", config.static, false));
+  problems.push(...pathProblems("map.head", config.head, false));
 
   if (config.format) {
     if (CONTROL.test(config.format)) {

@@ -22,6 +22,7 @@ import { syncDirectory } from "../fs/atomic.js";
 import type { Logger } from "../log.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { runCommand } from "./command.js";
+import { assertReplaceable } from "./ownership.js";
 import { exactAddresses, mapAddresses, renderAddresses } from "./render.js";
 import { type ResolvedMap, resolveMap, validateMapConfig } from "./resolve.js";
 import { MapConfigError } from "./settings.js";
@@ -134,7 +135,8 @@ export async function stageMap(
 
   // Checked before anything touches the disk: a bad entry writes nothing.
   let addresses = mapAddresses(entries);
-  const staticText = await readStatic(resolved.static);
+  const staticText = await readStatic("map.static", resolved.static);
+  const headText = await readStatic("map.head", resolved.head);
   await mkdir(dir, { recursive: true, mode: 0o755 });
 
   const ipv6 = addresses.filter((ip) => ip.family === 6);
@@ -161,7 +163,7 @@ export async function stageMap(
         `left out: ${named(refused.map(({ ip }) => ip.address))}`,
     );
   }
-  const text = renderAddresses(addresses, resolved, staticText);
+  const text = renderAddresses(addresses, resolved, staticText, headText);
   const result: MapWriteResult = { changed: false, entries: addresses.length, file, products: [] };
 
   const live = await liveState(file, text, resolved);
@@ -170,6 +172,8 @@ export async function stageMap(
     return { result };
   }
 
+  // Never over a file whose lines are not all poprelay's or the site's own (map.head, static).
+  await assertReplaceable(file, text, resolved, `${headText}\n${staticText}`, log);
   await removeStaleTempDirs(dir, options.now ?? Date.now(), log);
   const temp = await makeTempDir(dir);
   let handedOver = false;
@@ -359,14 +363,14 @@ async function restart(
   }
 }
 
-async function readStatic(path: string): Promise<string> {
+async function readStatic(key: string, path: string): Promise<string> {
   if (path === "") return "";
   try {
     return await readFile(path, "utf8");
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const reason = code === "ENOENT" ? "no such file" : (error as Error).message;
-    throw new Error(`map.static: ${path}: ${reason}`, { cause: error });
+    throw new Error(`${key}: ${path}: ${reason}`, { cause: error });
   }
 }
 

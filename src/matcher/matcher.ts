@@ -17,6 +17,17 @@ export interface Login {
   time: number;
   /** Set when the entry's own time could not be used. */
   timeWarning?: string;
+  /** The server's id of the session this login opens (profile `session.id`), when it has one. */
+  session?: string;
+}
+
+/** A line that ends sessions (profile `session.end`), or all of them (`session.restart`). */
+export interface SessionEndLine {
+  /** The session id the line names; undefined for a restart. */
+  key?: string;
+  ip?: string;
+  user?: string;
+  time: number;
 }
 
 /** Why an entry grants nothing; `poprelay match` counts these. */
@@ -27,12 +38,21 @@ export type Rejection =
   | "ambiguous" // a field the server writes once appears twice: injected through the user name
   | "no-ip" // a login line without a usable client address
   | "pending" // an address line, remembered until its login line (see AgentProfile.correlate)
+  | "session-end" // the end of one session (see AgentProfile.session)
+  | "restart" // the server's master restarted: its sessions ended
   | "ignored" // the address is in match.ignore
   | "not-allowed"; // match.allow is set and the address is not in it
 
 export type Verdict =
   | { accepted: true; login: Login; record: LogRecord }
-  | { accepted: false; reason: Rejection; detail?: string; record?: LogRecord };
+  | {
+      accepted: false;
+      reason: Rejection;
+      detail?: string;
+      record?: LogRecord;
+      /** With session-end and restart. */
+      end?: SessionEndLine;
+    };
 
 export interface MatcherOptions {
   profile: AgentProfile;
@@ -64,22 +84,25 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
       : undefined;
 
   return (entry, now) => {
-    // The cheapest test first: most lines in a mail log are not logins at all.
-    if (!custom && !entryIncludes(entry, profile.prefilter))
-      return { accepted: false, reason: "no-match" };
+    // The cheapest test first: most lines in a mail log are not logins at all. Session end
+    // lines hold no login literal: a profile with session rules reads every line of its server.
+    const prefiltered = custom !== undefined || entryIncludes(entry, profile.prefilter);
+    if (!prefiltered && !profile.session) return { accepted: false, reason: "no-match" };
     const record = toRecord(entry, now);
     if (!record) return { accepted: false, reason: "unparsed" };
     const subject = record.message;
-    const match = firstMatch(patterns, subject);
+    const match = prefiltered ? firstMatch(patterns, subject) : undefined;
     const address =
-      !match && sessions && profile.correlate
+      prefiltered && !match && sessions && profile.correlate
         ? firstMatch(profile.correlate.address, subject)
         : undefined;
-    if (!match && !address) return { accepted: false, reason: "no-match", record };
+    const end = !match && !address && profile.session ? sessionLine(profile, subject) : undefined;
+    if (!match && !address && !end) return { accepted: false, reason: "no-match", record };
 
     const trust = trustProblem(profile, programs, record);
     if (trust) return { accepted: false, reason: "spoof", detail: trust, record };
     const time = record.time ?? now.getTime();
+    if (end) return sessionEnd(end, record, Math.min(time, now.getTime()), profile);
     if (!match) {
       const key = address?.key ?? record.pid;
       if (key === undefined || !address?.ip)
@@ -95,6 +118,7 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
 
     let user = match.user;
     let ipText = match.ip;
+    let fields: ReadonlyMap<string, string> | undefined;
     if (match.fields !== undefined && profile.fields) {
       const list = parseFieldList(match.fields);
       if (!list.ok)
@@ -104,6 +128,7 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
           detail: list.problem,
           record,
         };
+      fields = list.fields;
       user = list.fields.get(profile.fields.user);
       ipText = list.fields.get(profile.fields.ip);
     }
@@ -124,6 +149,11 @@ export function createMatcher(options: MatcherOptions): (entry: LogEntry, now: D
 
     const login: Login = { user: user ?? "", ip, agent: profile.name, time: now.getTime() };
     if (match.protocol) login.protocol = match.protocol;
+    if (profile.session && !custom) {
+      const id = profile.session.id;
+      const session = id === "pid" ? record.pid : (fields?.get(id) ?? match[id]);
+      if (session) login.session = session;
+    }
     if (record.time === undefined) {
       login.timeWarning = "the entry's time could not be read; using the time it was read";
     } else if (record.time > now.getTime() + FUTURE_SLACK_MS) {
@@ -145,9 +175,43 @@ interface Captures {
   user?: string;
   ip?: string;
   fields?: string;
-  /** A session id that ties an address line to its login line. */
+  /** A session id that ties an address line to its login line, or that an end line names. */
   key?: string;
   protocol?: string;
+  /** Other named groups: the one session.id names. */
+  [group: string]: string | undefined;
+}
+
+/** The session end (or restart) a message is, for a profile with session rules. */
+function sessionLine(profile: AgentProfile, message: string): Captures | "restart" | undefined {
+  const rules = profile.session;
+  if (!rules) return undefined;
+  const end = firstMatch(rules.end, message);
+  if (end) return end;
+  return rules.restart.some((pattern) => pattern.test(message)) ? "restart" : undefined;
+}
+
+/** The verdict for a trusted session end line; `time` is never ahead of the clock. */
+function sessionEnd(
+  end: Captures | "restart",
+  record: LogRecord,
+  time: number,
+  profile: AgentProfile,
+): Verdict {
+  if (end === "restart") return { accepted: false, reason: "restart", record, end: { time } };
+  const key = end.key ?? (profile.session?.id === "pid" ? record.pid : undefined);
+  if (key === undefined) return { accepted: false, reason: "no-match", record };
+  const found: SessionEndLine = { key, time };
+  if (end.ip !== undefined) {
+    try {
+      found.ip = canonicalIp(end.ip).address;
+    } catch (error) {
+      if (!(error instanceof InvalidIpError)) throw error;
+      return { accepted: false, reason: "no-ip", detail: error.message, record };
+    }
+  }
+  if (end.user !== undefined) found.user = end.user;
+  return { accepted: false, reason: "session-end", detail: key, record, end: found };
 }
 
 function firstMatch(patterns: readonly RegExp[], text: string): Captures | undefined {

@@ -30,6 +30,8 @@ const REASONS: ReadonlySet<string> = new Set<Rejection>([
   "ambiguous",
   "no-ip",
   "pending",
+  "session-end",
+  "restart",
   "ignored",
   "not-allowed",
 ]);

@@ -3,7 +3,7 @@
  * object, the same in a spool file and in Redis), and which of two logins wins.
  */
 import { InvalidIpError, isCanonicalIp } from "../address/ip.js";
-import type { SpoolEntry } from "./types.js";
+import type { OpenSession, SpoolEntry } from "./types.js";
 
 // User names come from log lines: keep them printable and short in the spool.
 const MAX_USER_LENGTH = 256;
@@ -16,9 +16,17 @@ export function sanitizeUser(user: string): string {
   return Array.from(user.replace(CONTROL, "?")).slice(0, MAX_USER_LENGTH).join("");
 }
 
-/** The entry as it is stored: user and agent made safe. */
+/** The entry as it is stored: user and agent (and session ids and users) made safe. */
 export function sanitizeEntry(entry: SpoolEntry): SpoolEntry {
-  return { ...entry, user: sanitizeUser(entry.user), agent: sanitizeUser(entry.agent) };
+  const safe = { ...entry, user: sanitizeUser(entry.user), agent: sanitizeUser(entry.agent) };
+  if (entry.sessions) {
+    safe.sessions = entry.sessions.map((s) => ({
+      ...s,
+      id: sanitizeUser(s.id),
+      user: sanitizeUser(s.user),
+    }));
+  }
+  return safe;
 }
 
 export function assertKey(ip: string): void {
@@ -47,13 +55,23 @@ export function supersedes(next: SpoolEntry, current: SpoolEntry): boolean {
  * sort as strings in time order: Redis' scripts compare them so.
  */
 export function serializeEntry(entry: SpoolEntry): string {
-  const { user, agent, login, expires } = entry;
-  return JSON.stringify({
+  const { user, agent, login, expires, sessions, until } = entry;
+  const stored: Record<string, unknown> = {
     user,
     agent,
     login: new Date(login).toISOString(),
     expires: new Date(expires).toISOString(),
-  });
+  };
+  // Only with open sessions: an entry without is stored exactly as before they existed.
+  if (sessions && sessions.length > 0 && until !== undefined) {
+    stored.until = new Date(until).toISOString();
+    stored.sessions = sessions.map((s) => ({
+      id: s.id,
+      user: s.user,
+      since: new Date(s.since).toISOString(),
+    }));
+  }
+  return JSON.stringify(stored);
 }
 
 /** The stored form read back; undefined when it is not one (Mail::POPRelay's files, damage). */
@@ -81,11 +99,28 @@ export function entryFromRecord(ip: string, value: unknown): SpoolEntry | undefi
   ) {
     return undefined;
   }
-  return {
+  const entry: SpoolEntry = {
     ip,
     user: sanitizeUser(user),
     agent: sanitizeUser(agent),
     login: loginMs,
     expires: expiresMs,
   };
+  const { sessions, until } = value as Record<string, unknown>;
+  const untilMs = typeof until === "string" ? Date.parse(until) : Number.NaN;
+  const open = Array.isArray(sessions) ? sessions.map(sessionFromRecord) : [];
+  // Damaged session fields leave a plain entry: its expiry still bounds it.
+  if (!Number.isNaN(untilMs) && open.length > 0 && open.every((s) => s !== undefined)) {
+    entry.until = untilMs;
+    entry.sessions = open as OpenSession[];
+  }
+  return entry;
+}
+
+function sessionFromRecord(value: unknown): OpenSession | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { id, user, since } = value as Record<string, unknown>;
+  const sinceMs = typeof since === "string" ? Date.parse(since) : Number.NaN;
+  if (typeof id !== "string" || typeof user !== "string" || Number.isNaN(sinceMs)) return undefined;
+  return { id: sanitizeUser(id), user: sanitizeUser(user), since: sinceMs };
 }

@@ -6,8 +6,24 @@ export interface SpoolEntry {
   agent: string;
   /** When the server logged the login, in ms since the epoch. */
   login: number;
-  /** login + relay.period at the time of the login, in ms since the epoch. */
+  /**
+   * login + relay.period at the time of the login, in ms since the epoch; while sessions are
+   * open, at least each one's start + relay.session_max (see spool/sessions.ts).
+   */
   expires: number;
+  /** Sessions from this address whose end the server has not logged yet. */
+  sessions?: OpenSession[];
+  /** With sessions: when the entry expires once they have all ended (ms since the epoch). */
+  until?: number;
+}
+
+/** A login's session that is still open. */
+export interface OpenSession {
+  /** Who logged it and the server's own id: host, instance, agent, then pid or session id. */
+  id: string;
+  user: string;
+  /** When the login was logged, ms since the epoch. */
+  since: number;
 }
 
 /**

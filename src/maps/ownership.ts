@@ -1,0 +1,123 @@
+/**
+ * A map write never replaces a file whose lines would be lost: map.file may name a file the site
+ * wrote (Mail::POPRelay's /etc/mail/access, with the site's own access rules in it). The live
+ * file may be replaced only when every line in it is accounted for: poprelay's header, an
+ * address line as map.format writes it, a line of map.head or map.static (written again), a
+ * blank line, or Mail::POPRelay's preserve marker.
+ */
+import { readFile } from "node:fs/promises";
+import { canonicalIp } from "../address/ip.js";
+import { LEGACY_MARKER } from "../config/legacy-preserve.js";
+import type { Logger } from "../log.js";
+import { HEADER, type ResolvedMap } from "./resolve.js";
+
+/** The text this process last let through, per map file: the next write finds it live. */
+const approved = new Map<string, string>();
+
+export class ForeignMapError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ForeignMapError";
+  }
+}
+
+/**
+ * Throws a ForeignMapError, naming the file, the first foreign line and the fix, unless the
+ * live map (if any) may be replaced by `next`. `siteText`: map.head's and map.static's lines.
+ */
+export async function assertReplaceable(
+  file: string,
+  next: string,
+  resolved: ResolvedMap,
+  siteText: string,
+  log: Logger,
+): Promise<void> {
+  let live: string;
+  try {
+    live = await readFile(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw error;
+  }
+  // The common case, and cheap: the live map is the one this process wrote last.
+  if (live !== next && live !== approved.get(file)) {
+    const foreign = firstForeignLine(live, resolved, siteText);
+    if (foreign) {
+      const message = foreignMessage(file, live, foreign);
+      log.error(`map: ${message}`);
+      throw new ForeignMapError(message);
+    }
+  }
+  approved.set(file, next);
+}
+
+interface ForeignLine {
+  number: number;
+  text: string;
+}
+
+/** The first line of a live map that nothing accounts for. Pure. */
+export function firstForeignLine(
+  live: string,
+  resolved: ResolvedMap,
+  siteText: string,
+): ForeignLine | undefined {
+  const site = new Set(siteText.split("\n"));
+  const isAddressLine = addressLineTest(resolved);
+  const lines = live.split("\n");
+  if (lines.at(-1) === "") lines.pop();
+  for (const [index, text] of lines.entries()) {
+    if (text.trim() === "" || text === HEADER || text === LEGACY_MARKER) continue;
+    if (site.has(text) || isAddressLine(text)) continue;
+    return { number: index + 1, text };
+  }
+  return undefined;
+}
+
+function foreignMessage(file: string, live: string, foreign: ForeignLine): string {
+  const shown = foreign.text.length > 80 ? `${foreign.text.slice(0, 80)}…` : foreign.text;
+  const why = live.startsWith(`${HEADER}\n`)
+    ? "it has poprelay's header, but"
+    : "poprelay did not write it (no poprelay header), and";
+  return (
+    `refusing to replace ${file}: ${why} line ${foreign.number} ${JSON.stringify(shown)} is not ` +
+    "an address line in map.format nor a line of map.head or map.static, so it would be lost. " +
+    "Move the site's own lines into a file that map.head (written first) or map.static (written " +
+    `last) names and remove them from ${file} (\`poprelay import-legacy\` does this for ` +
+    "Mail::POPRelay's relay file), or set map.file to a file of poprelay's own; if poprelay " +
+    "wrote those lines with an earlier map.format, delete the file and run `poprelay generate`."
+  );
+}
+
+/** Whether a line is exactly what map.format makes of some address, in the MTA's key spelling. */
+function addressLineTest(resolved: ResolvedMap): (line: string) => boolean {
+  let source = "";
+  let captured = false;
+  for (const part of resolved.format.split(/(%[\s\S]?)/)) {
+    if (part === "%i") {
+      source += captured ? "\\1" : "(.+?)";
+      captured = true;
+    } else if (part === "%m") source += escapeRegex(resolved.mta);
+    else if (part === "%r") source += escapeRegex(resolved.file);
+    else if (part === "%%") source += "%";
+    else source += escapeRegex(part);
+  }
+  const pattern = new RegExp(`^${source}$`);
+  return (line) => {
+    const key = pattern.exec(line)?.[1];
+    if (key === undefined) return false;
+    // The address inside the key: as is, IPv6-tagged (Sendmail) or quoted (Exim).
+    for (const candidate of [key, key.replace(/^IPv6:/, ""), key.replace(/^"(.*)"$/, "$1")]) {
+      try {
+        if (resolved.key(canonicalIp(candidate)) === key) return true;
+      } catch {
+        // Not an address in this spelling.
+      }
+    }
+    return false;
+  };
+}
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
