@@ -71,6 +71,21 @@ describe("a map write never replaces a file with lines of the site's own", () =>
     }
   });
 
+  it("takes Postfix's cidr lines, and the plain spelling an earlier release wrote under its header", () => {
+    const postfix = resolveMap({ ...defaultConfig().map, mta: "postfix", file: "/x/relay" });
+    const lines = ["198.51.100.7/32 OK", "2001:db8::1/128 OK", "198.51.100.8 OK", "2001:db8::2 OK"];
+    assert.equal(firstForeignLine([HEADER, ...lines, ""].join("\n"), postfix, ""), undefined);
+    // Without poprelay's header the plain spelling is a site line: never dropped.
+    assert.deepEqual(firstForeignLine([...lines, ""].join("\n"), postfix, ""), {
+      number: 3,
+      text: "198.51.100.8 OK",
+    });
+    assert.deepEqual(firstForeignLine(`${HEADER}\n198.51.100.0/24 OK\n`, postfix, ""), {
+      number: 2,
+      text: "198.51.100.0/24 OK",
+    });
+  });
+
   it("refuses a file poprelay did not write, naming the file and the fix, and leaves it alone", async () => {
     const dir = await scratch();
     const map = join(dir, "access");

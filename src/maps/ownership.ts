@@ -63,7 +63,9 @@ export function firstForeignLine(
   siteText: string,
 ): ForeignLine | undefined {
   const site = new Set(siteText.split("\n"));
-  const isAddressLine = addressLineTest(resolved);
+  // A map with poprelay's header may hold the plain spelling an earlier release wrote
+  // (`198.51.100.7 OK` before Postfix maps became cidr lines): those lines are poprelay's own.
+  const isAddressLine = addressLineTest(resolved, live.startsWith(`${HEADER}\n`));
   const lines = live.split("\n");
   if (lines.at(-1) === "") lines.pop();
   for (const [index, text] of lines.entries()) {
@@ -90,7 +92,10 @@ function foreignMessage(file: string, live: string, foreign: ForeignLine): strin
 }
 
 /** Whether a line is exactly what map.format makes of some address, in the MTA's key spelling. */
-function addressLineTest(resolved: ResolvedMap): (line: string) => boolean {
+function addressLineTest(
+  resolved: ResolvedMap,
+  earlierSpelling: boolean,
+): (line: string) => boolean {
   let source = "";
   let captured = false;
   for (const part of resolved.format.split(/(%[\s\S]?)/)) {
@@ -106,10 +111,18 @@ function addressLineTest(resolved: ResolvedMap): (line: string) => boolean {
   return (line) => {
     const key = pattern.exec(line)?.[1];
     if (key === undefined) return false;
-    // The address inside the key: as is, IPv6-tagged (Sendmail) or quoted (Exim).
-    for (const candidate of [key, key.replace(/^IPv6:/, ""), key.replace(/^"(.*)"$/, "$1")]) {
+    // The address inside the key: as is, IPv6-tagged (Sendmail), quoted (Exim) or as a
+    // one-address network (Postfix's cidr lines).
+    const candidates = [
+      key,
+      key.replace(/^IPv6:/, ""),
+      key.replace(/^"(.*)"$/, "$1"),
+      key.replace(/\/(?:32|128)$/, ""),
+    ];
+    for (const candidate of candidates) {
       try {
-        if (resolved.key(canonicalIp(candidate)) === key) return true;
+        const ip = canonicalIp(candidate);
+        if (resolved.key(ip) === key || (earlierSpelling && ip.address === key)) return true;
       } catch {
         // Not an address in this spelling.
       }
