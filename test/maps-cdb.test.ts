@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { chmod, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { defaultConfig } from "../src/config/load.js";
 import { memoryLogger } from "../src/log.js";
+import { chooseMapType } from "../src/maps/choose-type.js";
 import { CdbSourceError, cdbBytes, postmapRecords } from "../src/maps/db/cdb.js";
 import { writeMap } from "../src/maps/write.js";
 import type { SpoolEntry } from "../src/spool/types.js";
@@ -127,6 +128,59 @@ describe("cdb written by poprelay, read by a real Postfix smtpd", () => {
       assert.equal((await relay("127.0.0.11")).code, 250);
     } finally {
       await own.stop();
+    }
+  });
+});
+
+describe("map.type empty: the type chosen for Postfix", () => {
+  /** A postconf that prints `named` for -n and `listed` for -m. */
+  async function fakePostconf(dir: string, named: string, listed: string): Promise<string> {
+    const path = join(dir, "postconf");
+    const script = `#!/bin/sh\ncase "$1" in -n) printf '%s' '${named}';; -m) printf '%s' '${listed}';; esac\n`;
+    await writeFile(path, script);
+    await chmod(path, 0o755);
+    return path;
+  }
+  const choose = async (named: string, listed: string, before: string[] = []) => {
+    const dir = await scratch("poprelay-choose-");
+    const file = join(dir, "relay");
+    for (const suffix of before) await writeFile(file + suffix, "");
+    const postconf = await fakePostconf(dir, named.replaceAll("FILE", file), listed);
+    const choice = await chooseMapType({ ...defaultConfig().map, file }, postconf);
+    return [choice.map.type, choice.reason?.replaceAll(file, "FILE")];
+  };
+
+  it("the type main.cf names the map with, whatever else is there", async () => {
+    const named =
+      "smtpd_relay_restrictions = permit_mynetworks, check_client_access lmdb:FILE, reject\n";
+    assert.deepEqual(await choose(named, "cdb\nhash\nlmdb\n", [".db"]), [
+      "lmdb",
+      "map.type: lmdb (the type main.cf names the map with); main.cf reads it as lmdb:FILE",
+    ]);
+  });
+
+  it("else the type of a database beside the map (an upgrade keeps relay.db)", async () => {
+    assert.deepEqual(await choose("other = hash:FILE.other\n", "cdb\nhash\n", [".db"]), [
+      "hash",
+      "map.type: hash (FILE.db is there already); main.cf reads it as hash:FILE",
+    ]);
+  });
+
+  it("else the fastest type postconf -m lists", async () => {
+    assert.deepEqual((await choose("", "btree\ncdb\nhash\nlmdb\n"))[0], "cdb");
+    assert.deepEqual((await choose("", "btree\nhash\nlmdb\n"))[0], "lmdb");
+    assert.deepEqual((await choose("", "btree\nhash\n"))[0], "hash");
+    assert.deepEqual((await choose("", ""))[0], "hash");
+  });
+
+  it("leaves a set type, a site's own command and other MTAs alone", async () => {
+    const map = { ...defaultConfig().map, file: "/nonexistent/relay" };
+    for (const config of [
+      { ...map, type: "hash" },
+      { ...map, command: "postmap cdb:%r" },
+      { ...map, mta: "sendmail" as const },
+    ]) {
+      assert.deepEqual(await chooseMapType(config, "/nonexistent/postconf"), { map: config });
     }
   });
 });

@@ -8,6 +8,7 @@ import { profileFor } from "../daemon/components.js";
 import { Daemon } from "../daemon/daemon.js";
 import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
+import { chooseMapType } from "../maps/choose-type.js";
 import { checkMapTools } from "../maps/settings.js";
 import type { MapWriteResult } from "../maps/write.js";
 import { AGENTS } from "../matcher/agents/index.js";
@@ -69,7 +70,9 @@ async function open(context: CommandContext): Promise<Opened> {
   const { config } = loaded;
   const store = await openSpoolStore(config, context.log);
   context.cleanup.push(() => store.close());
-  return { loaded, relay: new RelayState(store, config.map, context.log) };
+  // The same choice as the daemon's, so both write the same table type.
+  const { map } = await chooseMapType(config.map);
+  return { loaded, relay: new RelayState(store, map, context.log) };
 }
 
 function mapSummary(map: MapWriteResult): string {
@@ -199,7 +202,9 @@ export const COMMANDS: Record<string, Command> = {
     arity: [0, 0],
     async run(context) {
       const loaded = await loadConfig(context.configDir, context.instance);
-      await checkMapTools(loaded.config.map);
+      const choice = await chooseMapType(loaded.config.map);
+      await checkMapTools(choice.map);
+      if (choice.reason) context.out(`${choice.reason}\n`);
       if (context.options.print) context.out(describeConfig(loaded));
       else
         context.out(

@@ -5,6 +5,7 @@ import { ConfigError, type LoadedConfig } from "../config/load.js";
 import { parseTrustRule } from "../config/schema.js";
 import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
+import { chooseMapType } from "../maps/choose-type.js";
 import { AGENTS } from "../matcher/agents/index.js";
 import { createMatcher } from "../matcher/matcher.js";
 import type { AgentProfile } from "../matcher/profile.js";
@@ -80,7 +81,9 @@ async function chooseSource(config: Config): Promise<"journal" | "file" | "none"
 }
 
 export async function buildComponents(loaded: LoadedConfig, log: Logger): Promise<Components> {
-  const { config } = loaded;
+  const choice = await chooseMapType(loaded.config.map);
+  if (choice.reason) log.info(choice.reason);
+  const config = { ...loaded.config, map: choice.map };
   const source = await chooseSource(config);
   // A map-only host reads no log: it needs no agent.
   const profile = source === "none" ? undefined : profileFor(config);
