@@ -1,21 +1,16 @@
+/**
+ * Every command's modules are imported when it runs, not when the CLI starts: `poprelay match`
+ * over a log needs neither the daemon, the spool nor the map writers (nor yaml without a
+ * conf.d), and a start-up that loads them all costs more than reading a million lines.
+ */
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { canonicalIp } from "../address/ip.js";
-import { importLegacy } from "../config/legacy.js";
-import { defaultConfig, describeConfig, type LoadedConfig, loadConfig } from "../config/load.js";
-import { profileFor } from "../daemon/components.js";
-import { Daemon } from "../daemon/daemon.js";
-import { createNotifier } from "../daemon/notify.js";
+import type { LoadedConfig } from "../config/load.js";
 import type { Logger } from "../log.js";
-import { chooseMapType } from "../maps/choose-type.js";
-import { checkMapTools } from "../maps/settings.js";
 import type { MapWriteResult } from "../maps/write.js";
-import { AGENTS } from "../matcher/agents/index.js";
-import { RelayState } from "../relay-state.js";
-import { openSpoolStore } from "../spool/open.js";
+import type { RelayState } from "../relay-state.js";
 import type { SpoolEntry } from "../spool/types.js";
-import { formatSummary, runMatch } from "./match.js";
 
 export class UsageError extends Error {}
 
@@ -66,6 +61,14 @@ interface Opened {
 }
 
 async function open(context: CommandContext): Promise<Opened> {
+  const [{ loadConfig }, { openSpoolStore }, { chooseMapType }, { RelayState }] = await Promise.all(
+    [
+      import("../config/load.js"),
+      import("../spool/open.js"),
+      import("../maps/choose-type.js"),
+      import("../relay-state.js"),
+    ],
+  );
   const loaded = await loadConfig(context.configDir, context.instance);
   const { config } = loaded;
   const store = await openSpoolStore(config, context.log);
@@ -118,6 +121,10 @@ export const COMMANDS: Record<string, Command> = {
     arity: [0, 0],
     async run(context) {
       const { log } = context;
+      const [{ createNotifier }, { Daemon }] = await Promise.all([
+        import("../daemon/notify.js"),
+        import("../daemon/daemon.js"),
+      ]);
       const notifier = createNotifier(log);
       const daemon = new Daemon({
         configDir: context.configDir,
@@ -160,6 +167,12 @@ export const COMMANDS: Record<string, Command> = {
       const name = context.options.agent;
       if (typeof name !== "string")
         throw new UsageError("--agent NAME is required (poprelay agents lists them)");
+      const [{ defaultConfig, loadConfig }, { profileFor }, { formatSummary, runMatch }] =
+        await Promise.all([
+          import("../config/load.js"),
+          import("../daemon/profile.js"),
+          import("./match.js"),
+        ]);
       // The site's match.regex, ignore and allow apply when there is a configuration.
       const config = existsSync(join(context.configDir, "conf.d"))
         ? (await loadConfig(context.configDir, context.instance)).config
@@ -188,6 +201,7 @@ export const COMMANDS: Record<string, Command> = {
     takes: [],
     arity: [0, 0],
     async run(context) {
+      const { AGENTS } = await import("../matcher/agents/index.js");
       for (const profile of AGENTS.values()) {
         context.out(`${profile.name.padEnd(12)}${profile.summary}\n`);
         for (const covered of profile.covers) context.out(`${"".padEnd(14)}${covered}\n`);
@@ -201,11 +215,17 @@ export const COMMANDS: Record<string, Command> = {
     takes: ["print"],
     arity: [0, 0],
     async run(context) {
+      const [{ describeConfig, loadConfig }, { chooseMapType }, { checkMapTools }] =
+        await Promise.all([
+          import("../config/load.js"),
+          import("../maps/choose-type.js"),
+          import("../maps/settings.js"),
+        ]);
       const loaded = await loadConfig(context.configDir, context.instance);
       const choice = await chooseMapType(loaded.config.map);
       await checkMapTools(choice.map);
       if (choice.reason) context.out(`${choice.reason}\n`);
-      if (context.options.print) context.out(describeConfig(loaded));
+      if (context.options.print) context.out(await describeConfig(loaded));
       else
         context.out(
           `configuration ok: ${loaded.files.length} file(s) in ${context.configDir}/conf.d\n`,
@@ -219,6 +239,7 @@ export const COMMANDS: Record<string, Command> = {
     takes: ["user"],
     arity: [1, 1],
     async run(context) {
+      const { canonicalIp } = await import("../address/ip.js");
       const ip = canonicalIp(context.args[0] ?? "").address;
       const { loaded, relay } = await open(context);
       const now = Date.now();
@@ -240,6 +261,7 @@ export const COMMANDS: Record<string, Command> = {
     takes: [],
     arity: [1, 1],
     async run(context) {
+      const { canonicalIp } = await import("../address/ip.js");
       const ip = canonicalIp(context.args[0] ?? "").address;
       const { relay } = await open(context);
       const { result, map } = await relay.revoke([ip]);
@@ -321,6 +343,7 @@ export const COMMANDS: Record<string, Command> = {
       const text = await readFile(file, "utf8").catch((error: Error) => {
         throw new Error(`${file}: cannot read: ${error.message}`);
       });
+      const { importLegacy } = await import("../config/legacy.js");
       const result = importLegacy(text, file);
       context.out(result.yaml);
       for (const note of result.notes) context.log.warning(note);

@@ -1,12 +1,10 @@
 import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import { join } from "node:path";
-import { ConfigError, type LoadedConfig } from "../config/load.js";
-import { parseTrustRule } from "../config/schema.js";
+import type { LoadedConfig } from "../config/load.js";
 import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
 import { chooseMapType } from "../maps/choose-type.js";
-import { AGENTS } from "../matcher/agents/index.js";
 import { createMatcher } from "../matcher/matcher.js";
 import type { AgentProfile } from "../matcher/profile.js";
 import { FileReader } from "../readers/file.js";
@@ -16,6 +14,9 @@ import type { Reader } from "../readers/types.js";
 import { RelayState } from "../relay-state.js";
 import { openSpoolStore } from "../spool/open.js";
 import type { SpoolStore } from "../spool/types.js";
+import { profileFor } from "./profile.js";
+
+export { profileFor } from "./profile.js";
 
 /** What one configuration builds: the stages the daemon wires together. */
 export interface Components {
@@ -29,26 +30,6 @@ export interface Components {
   store: SpoolStore;
   reader: Reader;
   source: "journal" | "file" | "none";
-}
-
-/** The agent's profile, with the site's match.programs and match.trusted in place of its own. */
-export function profileFor(config: Config): AgentProfile {
-  if (config.agent === "") {
-    throw new ConfigError(["agent: not set; run with --instance NAME or set agent: in conf.d"]);
-  }
-  const profile = AGENTS.get(config.agent);
-  if (!profile) {
-    const known = [...AGENTS.keys()].join(", ");
-    throw new ConfigError([
-      `agent: ${JSON.stringify(config.agent)}: no such profile (built in: ${known})`,
-    ]);
-  }
-  const { programs, trusted } = config.match;
-  return {
-    ...profile,
-    programs: programs.length > 0 ? programs : profile.programs,
-    journal: trusted.length > 0 ? trusted.map(parseTrustRule) : profile.journal,
-  };
 }
 
 /**
