@@ -55,8 +55,13 @@ describe("cdb: the bytes postmap cdb: writes", () => {
     });
   }
 
-  it("reads lines as postmap does: the first key wins, keys folded, values trimmed", () => {
-    assert.deepEqual(postmapRecords("# c\nA.b  x y \na.B z\n\n  # d\n"), [["a.b", "x y"]]);
+  it("reads lines as postmap does: keys folded, values trimmed, the first of a key kept", () => {
+    const text = "# c\nA.b  x y \na.B z\n\n  # d\n";
+    assert.deepEqual(postmapRecords(text), [
+      ["a.b", "x y"],
+      ["a.b", "z"],
+    ]);
+    assert.deepEqual(cdbBytes(postmapRecords(text)), cdbBytes([["a.b", "x y"]]));
   });
 
   it("refuses what postmap would read otherwise, naming the line", () => {
