@@ -228,6 +228,12 @@ async function fillRedis(
  * right before the value (`OK`).
  */
 export function databaseHas(db: Buffer, key: string, type: "hash" | "cdb" = "hash"): boolean {
+  // The key as a cidr: line spells it (198.18.0.1/32), or bare (before the maps were cidr:).
+  const host = key.includes(":") ? "/128" : "/32";
+  return [`${key}${host}`, key].some((spelling) => holds(db, spelling, type));
+}
+
+function holds(db: Buffer, key: string, type: "hash" | "cdb"): boolean {
   const needle = Buffer.from(type === "cdb" ? `${key}OK` : `${key}\0`);
   for (let at = db.indexOf(needle); at !== -1; at = db.indexOf(needle, at + 1)) {
     const before = at === 0 ? 0 : (db[at - 1] ?? 0);
@@ -335,7 +341,7 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
         return;
       }
       for (const [ip, at] of pendingText) {
-        if (text.includes(`\n${ip} OK\n`)) {
+        if (text.includes(`\n${ip}/32 OK\n`) || text.includes(`\n${ip} OK\n`)) {
           textDelays.push(now - at);
           pendingText.delete(ip);
         }
@@ -486,9 +492,14 @@ async function smtpdFloor(
   for (let i = 0; i < FLOOR_RUNS; i++) {
     // A new address each time, outside the logins' range (198.19.255.0/24: never in the spool).
     const ip = `198.19.255.${i + 1}`;
-    await writeFile(source, `${text}${ip} OK\n`);
+    const line = text.includes("/32 OK\n") ? `${ip}/32 OK\n` : `${ip} OK\n`;
+    await writeFile(source, `${text}${line}`);
     const built = await timed("postmap", [`${type}:${source}`]);
     if (built.code !== 0) throw new Error(`postmap ${type}:${source} failed`);
+    // The text first (smtpd may read it as cidr:), the database last: its change is noticed.
+    const copy = join(scratch, "relay.next");
+    await writeFile(copy, `${text}${line}`);
+    await rename(copy, map);
     await rename(source + suffix, map + suffix);
     const at = performance.now();
     for (;;) {

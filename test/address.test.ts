@@ -1,13 +1,23 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import fc from "fast-check";
 import { networkMatcher, parseCidr } from "../src/address/cidr.js";
-import { canonicalIp, compareIps, InvalidIpError, isCanonicalIp } from "../src/address/ip.js";
+import {
+  canonicalIp,
+  compareIps,
+  formatIpv6,
+  InvalidIpError,
+  isCanonicalIp,
+  NonClientIpError,
+  parseIp,
+} from "../src/address/ip.js";
 
 describe("canonicalIp", () => {
   const canonical: [string, string, 4 | 6][] = [
     ["198.51.100.7", "198.51.100.7", 4],
-    ["0.0.0.0", "0.0.0.0", 4],
-    ["255.255.255.255", "255.255.255.255", 4],
+    ["127.0.0.9", "127.0.0.9", 4],
+    ["169.254.1.1", "169.254.1.1", 4],
+    ["223.255.255.254", "223.255.255.254", 4],
     ["2001:DB8:0:0:0:0:0:1", "2001:db8::1", 6],
     ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1", 6],
     ["2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1", 6],
@@ -15,6 +25,16 @@ describe("canonicalIp", () => {
     ["::ffff:198.51.100.7", "198.51.100.7", 4],
     ["::FFFF:c633:6407", "198.51.100.7", 4],
     ["2001:db8::192.0.2.1", "2001:db8::c000:201", 6],
+    // glibc prints the IPv6 host ::102:304 so: it is not the IPv4 host 1.2.3.4.
+    ["::1.2.3.4", "::102:304", 6],
+    ["::0102:0304", "::102:304", 6],
+    ["0:0:0:0:0:0:1.2.3.4", "::102:304", 6],
+    ["0:0:0:0:0:ffff:1.2.3.4", "1.2.3.4", 4],
+    ["::ffff:0:1.2.3.4", "::ffff:0:102:304", 6],
+    ["1::2.3.4.5", "1::203:405", 6],
+    ["1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0", 6],
+    ["::2:3:4:5:6:7:8", "0:2:3:4:5:6:7:8", 6],
+    ["fec0::1", "fec0::1", 6],
   ];
   for (const [input, address, family] of canonical) {
     it(`${input} → ${address}`, () => assert.deepEqual(canonicalIp(input), { address, family }));
@@ -41,6 +61,32 @@ describe("canonicalIp", () => {
     ["[2001:db8::1]", /not a valid IPv6/],
     ["2001:db8::1 OK", /not a valid IPv6/],
     ["mail.example.com", /not a dotted quad/],
+    ["1:2:3:4:5:6:7:8:9", /not a valid IPv6/],
+    ["1:2:3:4:5:6:7::8", /not a valid IPv6/],
+    ["1:2:3:4:5:6:7", /not a valid IPv6/],
+    [":1:2:3:4:5:6:7", /not a valid IPv6/],
+    [":::1", /not a valid IPv6/],
+    ["::1.2.3", /not a valid IPv6/],
+    ["::1.2.3.4:5", /not a valid IPv6/],
+    ["1.2.3.4::", /not a valid IPv6/],
+    ["::ffff:01.2.3.4", /not a valid IPv6/],
+    ["12345::", /not a valid IPv6/],
+    // Valid addresses that no TCP client has as its source.
+    ["0.0.0.0", /not a client address.*this network/],
+    ["0.1.2.3", /not a client address.*this network/],
+    ["255.255.255.255", /not a client address.*broadcast/],
+    ["224.0.0.1", /not a client address.*multicast/],
+    ["239.255.255.255", /not a client address.*multicast/],
+    ["240.0.0.1", /not a client address.*reserved/],
+    ["::", /not a client address.*unspecified/],
+    ["0:0:0:0:0:0:0:0", /not a client address.*unspecified/],
+    ["ff02::1", /not a client address.*multicast/],
+    ["FF05::2", /not a client address.*multicast/],
+    ["fe80::1", /not a client address.*link-local/],
+    ["febf::1", /not a client address.*link-local/],
+    ["::ffff:0.0.0.0", /not a client address.*this network/],
+    ["::ffff:255.255.255.255", /not a client address.*broadcast/],
+    ["::ffff:e000:1", /not a client address.*multicast/],
     ["1".repeat(50), /too long/],
   ];
   for (const [input, reason] of refused) {
@@ -52,7 +98,15 @@ describe("canonicalIp", () => {
     });
   }
 
+  it("parseIp reads listen addresses and networks, which need not be clients", () => {
+    assert.deepEqual(parseIp("0.0.0.0"), { address: "0.0.0.0", family: 4 });
+    assert.deepEqual(parseIp("::"), { address: "::", family: 6 });
+    assert.deepEqual(parseIp("::1.2.3.4"), { address: "::102:304", family: 6 });
+  });
+
   it("isCanonicalIp accepts only the canonical spelling", () => {
+    assert.equal(isCanonicalIp("0.0.0.0"), false);
+    assert.equal(isCanonicalIp("ff02::1"), false);
     assert.equal(isCanonicalIp("2001:db8::1"), true);
     assert.equal(isCanonicalIp("2001:DB8::1"), false);
     assert.equal(isCanonicalIp("::ffff:1.2.3.4"), false);
@@ -79,13 +133,54 @@ describe("networks", () => {
     assert.equal(inside("192.0.2.8"), false);
   });
 
-  it("folds IPv4-mapped networks to IPv4", () => {
+  it("folds IPv4-mapped networks to IPv4, in any spelling", () => {
     assert.equal(networkMatcher(["::ffff:10.0.0.0/104"])("10.1.2.3"), true);
+    assert.equal(networkMatcher(["0:0:0:0:0:ffff:a00:0/104"])("10.1.2.3"), true);
+    assert.equal(networkMatcher(["::10.0.0.0/104"])("10.1.2.3"), false);
   });
 
   it("refuses bad prefixes", () => {
     assert.throws(() => parseCidr("10.0.0.0/33"), /out of range/);
     assert.throws(() => parseCidr("10.0.0.0/x"), /bad prefix/);
     assert.throws(() => parseCidr("10.0.0/8"), /not a dotted quad/);
+  });
+});
+
+describe("one address, one spelling", () => {
+  const group = fc.integer({ min: 0, max: 0xffff });
+  // Zero groups often, so that runs of them (and their compression) are common.
+  const groups = fc.array(fc.oneof(fc.constant(0), group), { minLength: 8, maxLength: 8 });
+
+  it("every spelling of an IPv6 address reads back as the same canonical address", () => {
+    fc.assert(
+      fc.property(groups, fc.boolean(), (parts, upper) => {
+        const full = parts.map((p) => p.toString(16).padStart(4, "0")).join(":");
+        const spellings = [full, formatIpv6(parts, 1), formatIpv6(parts, 2)];
+        const mapped = parts.slice(0, 5).every((p) => p === 0) && parts[5] === 0xffff;
+        const quad = [parts[6] ?? 0, parts[7] ?? 0].flatMap((p) => [p >> 8, p & 0xff]).join(".");
+        spellings.push(`${full.split(":").slice(0, 6).join(":")}:${quad}`);
+        const read = new Set(spellings.map((s) => parseIp(upper ? s.toUpperCase() : s).address));
+        assert.equal(read.size, 1, spellings.join(" "));
+        const [address = ""] = read;
+        // Only ::ffff:a.b.c.d is an IPv4 host; every other address stays IPv6.
+        assert.equal(address.includes("."), mapped);
+        assert.equal(parseIp(address).address, address);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("a client address is refused only with a reason, never changed", () => {
+    fc.assert(
+      fc.property(groups, (parts) => {
+        const text = formatIpv6(parts, 2);
+        try {
+          assert.equal(canonicalIp(text).address, parseIp(text).address);
+        } catch (error) {
+          assert.ok(error instanceof NonClientIpError, String(error));
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });

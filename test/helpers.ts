@@ -67,10 +67,13 @@ export function run(
 export const poprelay = (args: readonly string[], env: NodeJS.ProcessEnv = {}) =>
   run(process.execPath, [CLI, ...args], env);
 
-/** The addresses in a text map whose lines start with the address (postfix, plain). */
+/**
+ * The addresses in a text map whose lines start with the address (postfix, plain); Postfix's
+ * one-address cidr networks (A/32, A/128) count as their address.
+ */
 export async function mapKeys(map: string): Promise<string[]> {
   return (await readFile(map, "utf8").catch(() => ""))
     .split("\n")
     .filter((l) => l && !l.startsWith("#"))
-    .map((l) => l.split(" ")[0] ?? "");
+    .map((l) => (l.split(" ")[0] ?? "").replace(/\/(32|128)$/, ""));
 }

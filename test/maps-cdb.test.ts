@@ -89,7 +89,10 @@ describe("cdb written by poprelay, read by a real Postfix smtpd", () => {
     const log = memoryLogger();
     const written = await writeMap(entries(["127.0.0.9"]), config, { log });
     assert.deepEqual(written.products, [`${file}.cdb`]);
-    assert.deepEqual(await run(POSTMAP, ["-q", "127.0.0.9", `cdb:${file}`]), {
+    // The key as the map spells it (a cidr: line, which smtpd reads beside this table).
+    const key = (await readFile(file, "utf8")).split("\n")[1]?.split(" ")[0] ?? "";
+    assert.match(key, /^127\.0\.0\.9(\/32)?$/);
+    assert.deepEqual(await run(POSTMAP, ["-q", key, `cdb:${file}`]), {
       code: 0,
       stdout: "OK\n",
       stderr: "",
@@ -102,7 +105,8 @@ describe("cdb written by poprelay, read by a real Postfix smtpd", () => {
     assert.equal((await relay("127.0.0.9")).code, 250);
     assert.equal((await relay("127.0.0.10")).code, 554);
 
-    // The next grant replaces relay.cdb by rename; smtpd sees its open table unlinked.
+    // The next grant replaces relay and relay.cdb by rename; smtpd sees its open cdb table
+    // unlinked, exits, and a new smtpd reads both tables afresh.
     await writeMap(entries(["127.0.0.10"]), config, { log });
     assert.equal((await relay("127.0.0.10")).code, 250);
     assert.equal((await relay("127.0.0.9")).code, 554, "the dropped address is refused");
@@ -126,9 +130,11 @@ describe("cdb written by poprelay, read by a real Postfix smtpd", () => {
           to: "b@remote.example",
         });
       assert.equal((await relay("127.0.0.11")).code, 554);
+      // The text (which smtpd reads as cidr:) first, then its database (the change smtpd sees).
       const next = join(dir, "next");
-      await writeFile(next, "127.0.0.11 OK\n");
+      await writeFile(next, "127.0.0.11/32 OK\n");
       assert.equal((await run(POSTMAP, [`cdb:${next}`])).code, 0);
+      await rename(next, file);
       await rename(`${next}.cdb`, `${file}.cdb`);
       assert.equal((await relay("127.0.0.11")).code, 250);
     } finally {

@@ -13,9 +13,11 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
+import { canonicalIp } from "../src/address/ip.js";
 import { defaultConfig } from "../src/config/load.js";
 import type { MapConfig } from "../src/config/types.js";
 import { memoryLogger } from "../src/log.js";
+import { postfixKey } from "../src/maps/keys.js";
 import { checkPostfixMapType } from "../src/maps/postconf.js";
 import { checkMapTools } from "../src/maps/settings.js";
 import { tcprulesReadsIpv6 } from "../src/maps/tcprules.js";
@@ -51,8 +53,13 @@ const exists = (path: string) =>
 const leftovers = async (dir: string) =>
   (await readdir(dir)).filter((name) => name.startsWith(".poprelay-"));
 
-const postmapQuery = (type: string, file: string, key: string) =>
-  run("/usr/sbin/postmap", ["-q", key, `${type}:${file}`]);
+/**
+ * The database's answer for an address's line: Postfix maps hold `A/32` and `A/128` keys,
+ * which only the cidr reading of the text matches (keys.ts); the database carries them so that
+ * smtpd notices a new map.
+ */
+const postmapQuery = (type: string, file: string, address: string) =>
+  run("/usr/sbin/postmap", ["-q", postfixKey(canonicalIp(address)), `${type}:${file}`]);
 
 /**
  * A tool the tests need that scripts/test.sh unpacks into .cache rather than installs. Its
@@ -78,7 +85,7 @@ describe("writeMap with the real postmap", () => {
     ["cdb", ".cdb"],
   ];
   for (const [type, suffix] of types) {
-    it(`${type}: postmap -q answers for IPv4 and IPv6 keys, and a rewrite of the same text is skipped`, async () => {
+    it(`${type}: the database holds the cidr keys, and a rewrite of the same text is skipped`, async () => {
       const dir = await scratch("poprelay-maps-");
       const file = join(dir, "relay");
       const config = mapConfig(file, { type });
@@ -87,8 +94,18 @@ describe("writeMap with the real postmap", () => {
       assert.deepEqual(first, { changed: true, entries: 5, file, products: [file + suffix] });
       assert.equal(
         await readFile(file, "utf8"),
-        `${HEADER}\n10.0.0.2 OK\n10.0.0.10 OK\n198.51.100.7 OK\n2001:db8::1 OK\n2001:db8:0:1:1:1:1:1 OK\n`,
+        `${HEADER}\n10.0.0.2/32 OK\n10.0.0.10/32 OK\n198.51.100.7/32 OK\n` +
+          "2001:db8::1/128 OK\n2001:db8:0:1:1:1:1:1/128 OK\n",
       );
+      // The text read as a cidr table (what smtpd looks up) answers for each address.
+      for (const address of ["198.51.100.7", "2001:db8::1"])
+        assert.equal(
+          (await run("/usr/sbin/postmap", ["-q", address, `cidr:${file}`])).stdout,
+          "OK\n",
+        );
+      // The database matches no address: only the cidr table decides.
+      for (const address of ["198.51.100.7", "2001:db8::1"])
+        assert.equal((await run("/usr/sbin/postmap", ["-q", address, `${type}:${file}`])).code, 1);
       assert.deepEqual(await postmapQuery(type, file, "198.51.100.7"), {
         code: 0,
         stdout: "OK\n",

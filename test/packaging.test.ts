@@ -153,7 +153,7 @@ describe("systemd units", { skip }, () => {
         // The MTA's side of it is in the comments.
         const text = await readFile(join(ROOT, "conf.d/examples", example), "utf8");
         const snippet = {
-          "postfix.yaml": "check_client_access hash:/var/lib/poprelay/relay",
+          "postfix.yaml": "check_client_access cidr:/var/lib/poprelay/relay",
           "sendmail.yaml": "FEATURE(`access_db'",
           "exim.yaml": "net-iplsearch;/var/lib/poprelay/relay",
           "qmail.yaml": "tcpserver -x /var/lib/poprelay/relay.cdb",

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
@@ -18,7 +18,7 @@ import { type ParseEvent, RequestParser, reply } from "../src/policy/protocol.js
 import { PolicyServer, type PolicyServerOptions } from "../src/policy/server.js";
 import { sortEntries } from "../src/spool/order.js";
 import { scratch } from "./helpers.js";
-import { makeTraversable } from "./support/dovecot.js";
+import { makeTraversable, systemId } from "./support/dovecot.js";
 import { smtpTryRelay } from "./support/mail-clients.js";
 import { postfixSkipReason, startPostfix } from "./support/postfix.js";
 
@@ -391,7 +391,14 @@ describe("PolicyServer over sockets", () => {
     }
     assert.equal(await client.ask({ client_address: "2001:DB8:0::9" }), "action=OK");
     assert.deepEqual(looked.slice(-1), ["2001:db8::9"]);
-    assert.deepEqual(server.stats(), { requests: 7, ok: 4, dunno: 3, errors: 0, connections: 1 });
+    assert.deepEqual(server.stats(), {
+      requests: 7,
+      ok: 4,
+      dunno: 3,
+      errors: 0,
+      connections: 1,
+      evicted: 0,
+    });
     await client.close();
     // The server sees the close a moment after the client does.
     while (server.stats().connections > 0) await new Promise((resolve) => setTimeout(resolve, 5));
@@ -419,7 +426,14 @@ describe("PolicyServer over sockets", () => {
     ])
       assert.equal(await client.ask({ client_address }), "action=DUNNO", String(client_address));
     assert.deepEqual(looked, []);
-    assert.deepEqual(server.stats(), { requests: 6, ok: 0, dunno: 6, errors: 0, connections: 1 });
+    assert.deepEqual(server.stats(), {
+      requests: 6,
+      ok: 0,
+      dunno: 6,
+      errors: 0,
+      connections: 1,
+      evicted: 0,
+    });
     const logged = log.lines.filter((l) => l.includes("client_address"));
     assert.equal(logged.length, 6);
     assert.ok(
@@ -483,6 +497,7 @@ describe("PolicyServer over sockets", () => {
       dunno: 100,
       errors: 0,
       connections: 50,
+      evicted: 0,
     });
   });
 
@@ -523,7 +538,14 @@ describe("PolicyServer over sockets", () => {
       );
       assert.match(warnings[0] ?? "", reason);
       assert.equal(await good.ask({ client_address: "127.0.0.10" }), "action=DUNNO");
-      assert.deepEqual(server.stats(), { requests: 2, ok: 1, dunno: 1, errors: 1, connections: 1 });
+      assert.deepEqual(server.stats(), {
+        requests: 2,
+        ok: 1,
+        dunno: 1,
+        errors: 1,
+        connections: 1,
+        evicted: 0,
+      });
     });
   }
 
@@ -562,7 +584,14 @@ describe("PolicyServer over sockets", () => {
       log.lines.join(""),
       /error: policy connection #1 .*: lookup of 127\.0\.0\.9 failed: spool unreadable; DUNNO/,
     );
-    assert.deepEqual(server.stats(), { requests: 2, ok: 0, dunno: 2, errors: 2, connections: 1 });
+    assert.deepEqual(server.stats(), {
+      requests: 2,
+      ok: 0,
+      dunno: 2,
+      errors: 2,
+      connections: 1,
+      evicted: 0,
+    });
   });
 
   it("closes a connection left idle for idleTimeoutMs", async (t) => {
@@ -598,14 +627,18 @@ describe("PolicyServer over sockets", () => {
     await assert.rejects(clash.start(), /cannot listen on inet:127\.0\.0\.1:\d+: .*EADDRINUSE/);
   });
 
-  it("unix: listens on a 0666 socket, answers, and removes the socket on stop", async (t) => {
+  it("unix: listens on a 0660 socket of its setgid directory's group, answers, and removes the socket on stop", async (t) => {
     const dir = await scratch("poprelay-policy-");
+    const gid = systemId("group", "postfix");
+    await chown(dir, 0, gid);
+    await chmod(dir, 0o2750);
     const path = join(dir, "policy");
     const { server, open } = await serve(t, { listen: { kind: "unix", path } });
     assert.deepEqual(server.address(), { kind: "unix", path });
     const info = await stat(path);
     assert.ok(info.isSocket());
-    assert.equal(info.mode & 0o777, 0o666);
+    assert.equal(info.mode & 0o777, 0o660);
+    assert.equal(info.gid, gid, "the directory's group, as README sets it up: postfix");
     const client = await open();
     assert.equal(await client.ask({ client_address: "127.0.0.9" }), "action=OK");
     assert.equal(await client.ask({ client_address: "127.0.0.10" }), "action=DUNNO");
@@ -682,9 +715,12 @@ describe("a real Postfix asks the policy server (check_policy_service)", {
     assert.equal(postfix.relayTable, undefined);
   });
 
-  it("unix: smtpd (user postfix) reaches the 0666 socket; the map and the server both grant", async (t) => {
+  it("unix: smtpd (user postfix) reaches the 0660 socket of group postfix; the map and the server both grant", async (t) => {
     const dir = await scratch("poprelay-policy-postfix-");
     await makeTraversable(dir);
+    // As README sets up the socket's directory: setgid, group postfix.
+    await chown(dir, 0, systemId("group", "postfix"));
+    await chmod(dir, 0o2755);
     const map = join(dir, "relay");
     await writeFile(map, "127.0.0.11 OK\n");
     const { server } = await serve(t, {

@@ -1,5 +1,5 @@
 import ipaddr from "ipaddr.js";
-import { canonicalIp } from "./ip.js";
+import { parseAddress } from "./ip.js";
 
 export type Network = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
@@ -9,16 +9,15 @@ export type Network = [ipaddr.IPv4 | ipaddr.IPv6, number];
  */
 export function parseCidr(text: string): Network {
   const slash = text.indexOf("/");
-  const address = canonicalIp(slash === -1 ? text : text.slice(0, slash)).address;
-  const parsed = ipaddr.parse(address);
+  const { ip, mapped } = parseAddress(slash === -1 ? text : text.slice(0, slash));
+  const parsed = ipaddr.parse(ip.address);
   const max = parsed.kind() === "ipv4" ? 32 : 128;
   if (slash === -1) return [parsed, max];
   const lengthText = text.slice(slash + 1);
   if (!/^\d{1,3}$/.test(lengthText))
     throw new TypeError(`${JSON.stringify(text)}: bad prefix length`);
   let length = Number(lengthText);
-  if (text.slice(0, slash).toLowerCase().startsWith("::ffff:") && parsed.kind() === "ipv4")
-    length -= 96;
+  if (mapped) length -= 96;
   if (length < 0 || length > max)
     throw new TypeError(`${JSON.stringify(text)}: prefix length out of range`);
   return [parsed, length];

@@ -215,15 +215,20 @@ export const COMMANDS: Record<string, Command> = {
     takes: ["print"],
     arity: [0, 0],
     async run(context) {
-      const [{ describeConfig, loadConfig }, { chooseMapType }, { checkMapTools }] =
-        await Promise.all([
-          import("../config/load.js"),
-          import("../maps/choose-type.js"),
-          import("../maps/settings.js"),
-        ]);
+      const [
+        { describeConfig, loadConfig },
+        { chooseMapType },
+        { checkMapTools, exactnessWarnings },
+      ] = await Promise.all([
+        import("../config/load.js"),
+        import("../maps/choose-type.js"),
+        import("../maps/settings.js"),
+      ]);
       const loaded = await loadConfig(context.configDir, context.instance);
       const choice = await chooseMapType(loaded.config.map);
       await checkMapTools(choice.map);
+      for (const warning of exactnessWarnings(choice.map, loaded.config.match.allow))
+        context.log.warning(warning);
       if (choice.reason) context.out(`${choice.reason}\n`);
       if (context.options.print) context.out(await describeConfig(loaded));
       else
@@ -239,9 +244,16 @@ export const COMMANDS: Record<string, Command> = {
     takes: ["user"],
     arity: [1, 1],
     async run(context) {
-      const { canonicalIp } = await import("../address/ip.js");
-      const ip = canonicalIp(context.args[0] ?? "").address;
+      const [{ canonicalIp, InvalidIpError }, { grantProblem }] = await Promise.all([
+        import("../address/ip.js"),
+        import("../maps/settings.js"),
+      ]);
+      const client = canonicalIp(context.args[0] ?? "");
+      const ip = client.address;
       const { loaded, relay } = await open(context);
+      const problem = grantProblem(loaded.config.map, client);
+      if (problem !== undefined)
+        throw new InvalidIpError(ip, problem, `map.mta ${loaded.config.map.mta} cannot grant it`);
       const now = Date.now();
       const entry = {
         ip,

@@ -4,7 +4,18 @@
  */
 import type { MtaName } from "../config/types.js";
 import type { WriterName } from "./db/writers.js";
-import { asIs, eximKey, type KeySpelling, sendmailKey, tcpserverKey } from "./keys.js";
+import {
+  asIs,
+  type Exactness,
+  exact,
+  eximKey,
+  type KeySpelling,
+  postfixKey,
+  sendmailExactness,
+  sendmailKey,
+  tcpserverExactness,
+  tcpserverKey,
+} from "./keys.js";
 
 /** How one database type is built, and the file that build leaves next to the text map. */
 export interface DatabaseSpec {
@@ -21,6 +32,10 @@ export interface DatabaseSpec {
 
 export interface MtaSpec {
   key: KeySpelling;
+  /** Addresses whose line would let others relay too in this MTA's matching: left out. */
+  exactness: Exactness;
+  /** For `poprelay check`, per family: which grants this MTA cannot make exactly, and why. */
+  limits: { 4?: string; 6?: string };
   /** Default line template (map.format empty). */
   format: string;
   /** Database type used when map.type is empty. */
@@ -42,7 +57,10 @@ const NONE = { none: null } as const;
 
 export const MTAS: Readonly<Record<MtaName, MtaSpec>> = {
   postfix: {
-    key: asIs,
+    // Read as cidr:%r (exact); the database only makes smtpd notice a new map (keys.ts).
+    key: postfixKey,
+    exactness: exact,
+    limits: {},
     format: "%i OK",
     defaultType: "hash",
     types: {
@@ -61,6 +79,13 @@ export const MTAS: Readonly<Record<MtaName, MtaSpec>> = {
   },
   sendmail: {
     key: sendmailKey,
+    exactness: sendmailExactness,
+    limits: {
+      6:
+        "Sendmail looks up Connect:IPv6: keys with parent networks too, so an IPv6 address " +
+        "written with :: before its last group (2001:db8::1: also a parent of 2001:db8::1:5) " +
+        "is left out of the map and cannot relay",
+    },
     format: "Connect:%i RELAY",
     defaultType: "hash",
     types: {
@@ -75,6 +100,8 @@ export const MTAS: Readonly<Record<MtaName, MtaSpec>> = {
   },
   exim: {
     key: eximKey,
+    exactness: exact,
+    limits: {},
     format: "%i",
     defaultType: "none",
     // Exim rereads an iplsearch file when it changes: no database, no reload needed.
@@ -86,6 +113,13 @@ export const MTAS: Readonly<Record<MtaName, MtaSpec>> = {
   },
   qmail: {
     key: tcpserverKey,
+    exactness: tcpserverExactness,
+    limits: {
+      6:
+        "tcprules reads a rule ending in : as a prefix, so an IPv6 address whose last group is 0 " +
+        "(2001:db8:1:2::) is left out of the map and cannot relay; plain ucspi-tcp cannot " +
+        "compile IPv6 rules at all (install ucspi-tcp-ipv6)",
+    },
     format: '%i:allow,RELAYCLIENT=""',
     defaultType: "cdb",
     types: {
@@ -100,6 +134,12 @@ export const MTAS: Readonly<Record<MtaName, MtaSpec>> = {
   },
   plain: {
     key: asIs,
+    // Whoever reads a plain list decides how it matches.
+    exactness: exact,
+    limits: {
+      4: "poprelay cannot know how the program that reads a plain list matches its lines",
+      6: "poprelay cannot know how the program that reads a plain list matches its lines",
+    },
     format: "%i",
     defaultType: "none",
     types: NONE,

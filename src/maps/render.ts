@@ -57,6 +57,30 @@ function checked(address: string): { ip: CanonicalIp; key: string } {
   return result;
 }
 
+export interface RefusedAddress {
+  ip: CanonicalIp;
+  /** Which other addresses a line for it would open, in the MTA's own matching. */
+  reason: string;
+}
+
+/**
+ * Splits checked addresses into those the MTA can grant exactly and those it cannot (keys.ts):
+ * a line for one of these would let other addresses relay too, so it is left out.
+ */
+export function exactAddresses(
+  addresses: readonly CanonicalIp[],
+  resolved: Pick<ResolvedMap, "exactness">,
+): { exact: CanonicalIp[]; refused: RefusedAddress[] } {
+  const exact: CanonicalIp[] = [];
+  const refused: RefusedAddress[] = [];
+  for (const ip of addresses) {
+    const reason = resolved.exactness(ip);
+    if (reason === undefined) exact.push(ip);
+    else refused.push({ ip, reason });
+  }
+  return { exact, refused };
+}
+
 /**
  * Family digit, then the address in fixed-width hex, so that plain string order is compareIps'
  * order (the spool sorts by the same key).
@@ -75,10 +99,17 @@ export function renderMap(
   resolved: ResolvedMap,
   staticText: string,
 ): string {
-  return renderAddresses(mapAddresses(entries), resolved, staticText);
+  return renderAddresses(
+    exactAddresses(mapAddresses(entries), resolved).exact,
+    resolved,
+    staticText,
+  );
 }
 
-/** renderMap for addresses that mapAddresses already checked and sorted. */
+/**
+ * renderMap for addresses that mapAddresses already checked and sorted. Addresses the MTA
+ * cannot grant exactly are never written, whoever calls this (see exactAddresses).
+ */
 export function renderAddresses(
   addresses: readonly CanonicalIp[],
   resolved: ResolvedMap,
@@ -88,6 +119,7 @@ export function renderAddresses(
   const lines: string[] = resolved.header === null ? [] : [resolved.header];
   for (const ip of addresses) {
     if (ip.family === 6 && !resolved.ipv6) continue;
+    if (resolved.exactness(ip) !== undefined) continue;
     lines.push(line({ i: resolved.key(ip) }));
   }
   lines.push("");

@@ -2,7 +2,7 @@
 import { isAbsolute } from "node:path";
 import type { MapConfig, MtaName } from "../config/types.js";
 import type { WriterName } from "./db/writers.js";
-import type { KeySpelling } from "./keys.js";
+import type { Exactness, KeySpelling } from "./keys.js";
 import { isMtaName, MTA_NAMES, MTAS } from "./mtas.js";
 import { unknownEscapes, usesEscape } from "./template.js";
 
@@ -14,6 +14,8 @@ export interface ResolvedMap {
   file: string;
   format: string;
   key: KeySpelling;
+  /** Why an address cannot be granted exactly in this MTA (it is then left out). */
+  exactness: Exactness;
   /** Database type, "none" when the text map is all there is. */
   type: string;
   /** Database build command, or null (none, or poprelay writes the database itself). */
@@ -53,6 +55,7 @@ export function resolveMap(config: MapConfig): ResolvedMap {
     file: config.file,
     format: config.format || spec.format,
     key: spec.key,
+    exactness: spec.exactness,
     type,
     command,
     writer,

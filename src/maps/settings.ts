@@ -2,7 +2,10 @@
  * What checking map.* needs: the pure validation (resolve.ts) and the checks that ask the
  * installed tools, for `poprelay check` and for start-up.
  */
+import { parseCidr } from "../address/cidr.js";
+import type { CanonicalIp } from "../address/ip.js";
 import type { MapConfig } from "../config/types.js";
+import { MTAS } from "./mtas.js";
 import { checkPostfixMapType } from "./postconf.js";
 import { findProgram } from "./programs.js";
 import { resolveMap, validateMapConfig } from "./resolve.js";
@@ -50,4 +53,28 @@ export async function mapToolProblems(config: MapConfig): Promise<string[]> {
 export async function checkMapTools(config: MapConfig): Promise<void> {
   const problems = await mapToolProblems(config);
   if (problems.length > 0) throw new MapConfigError(problems);
+}
+
+/** Why the configured MTA cannot grant this address exactly (`poprelay add` refuses it). */
+export function grantProblem(config: MapConfig, ip: CanonicalIp): string | undefined {
+  if (config.mta === "none") return undefined;
+  return MTAS[config.mta].exactness(ip);
+}
+
+/**
+ * Warnings for `poprelay check`: for each address family the site grants (every family, unless
+ * match.allow lists only the other one), what map.mta cannot grant exactly in it.
+ */
+export function exactnessWarnings(config: MapConfig, allow: readonly string[]): string[] {
+  if (config.mta === "none") return [];
+  const { limits } = MTAS[config.mta];
+  const granted = new Set<4 | 6>(allow.length === 0 ? [4, 6] : []);
+  for (const network of allow) granted.add(parseCidr(network)[0].kind() === "ipv4" ? 4 : 6);
+  const warnings: string[] = [];
+  for (const family of [4, 6] as const) {
+    const limit = limits[family];
+    if (limit !== undefined && granted.has(family))
+      warnings.push(`map.mta: ${config.mta}, IPv${family}: ${limit}`);
+  }
+  return warnings;
 }

@@ -23,7 +23,7 @@ import type { Logger } from "../log.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { runCommand } from "./command.js";
 import { WRITERS } from "./db/writers.js";
-import { mapAddresses, renderAddresses } from "./render.js";
+import { exactAddresses, mapAddresses, renderAddresses } from "./render.js";
 import { type ResolvedMap, resolveMap, validateMapConfig } from "./resolve.js";
 import { MapConfigError } from "./settings.js";
 import { tcprulesProgram, tcprulesReadsIpv6 } from "./tcprules.js";
@@ -154,6 +154,14 @@ export async function stageMap(
           `${ipv6.length} IPv6 address(es) left out of ${file}: ${named(ipv6.map((ip) => ip.address))}`,
       );
     }
+  }
+  const { exact, refused } = exactAddresses(addresses, resolved);
+  if (refused.length > 0) {
+    addresses = exact;
+    log.warning(
+      `map: ${refused.length} address(es) left out of ${file}: ${refused[0]?.reason}; ` +
+        `left out: ${named(refused.map(({ ip }) => ip.address))}`,
+    );
   }
   const text = renderAddresses(addresses, resolved, staticText);
   const result: MapWriteResult = { changed: false, entries: addresses.length, file, products: [] };

@@ -2,7 +2,7 @@
  * Where the policy server listens, written as Postfix writes a check_policy_service target:
  * `inet:HOST:PORT` or `unix:/PATH`, so the same text can be pasted into main.cf.
  */
-import { canonicalIp } from "../address/ip.js";
+import { parseIp } from "../address/ip.js";
 
 export type ListenAddress =
   | { kind: "inet"; host: string; port: number }
@@ -41,9 +41,9 @@ function inetHost(text: string, spec: string): string {
   const bracketed = text.startsWith("[") && text.endsWith("]");
   if (!bracketed && text.includes(":"))
     throw new Error(`${USAGE}: write an IPv6 address in brackets, as in inet:[::1]:10040`);
-  let ip: ReturnType<typeof canonicalIp>;
+  let ip: ReturnType<typeof parseIp>;
   try {
-    ip = canonicalIp(bracketed ? text.slice(1, -1) : text);
+    ip = parseIp(bracketed ? text.slice(1, -1) : text);
   } catch (error) {
     throw new Error(`${USAGE}: ${JSON.stringify(spec)}: ${(error as Error).message}`);
   }

@@ -3,6 +3,14 @@
  * that may relay and `action=DUNNO` for every other, so Postfix goes on to its next restriction
  * (reject_unauth_destination, say). Postfix then needs no map file and sees a grant the moment
  * it is made.
+ *
+ * It cannot be starved. A unix socket is mode 0660, so only its group reaches it: the group of
+ * its directory, which the README makes setgid and Postfix's (smtpd has no other group). Any
+ * local user can reach an inet socket on 127.0.0.1, so connections are bounded (in all and per
+ * peer address), and a new one is never refused: when the bound is reached, the connection
+ * that has gone longest without a complete request is closed to make room. An smtpd asks as
+ * each client arrives and gets its answer at once; a connection that opens and waits, or sends
+ * a byte now and then but never a whole request, is what goes first.
  */
 import { chmod, lstat, unlink } from "node:fs/promises";
 import { connect, createServer, type Server, type Socket } from "node:net";
@@ -13,6 +21,9 @@ import { excerpt, RequestParser, reply } from "./protocol.js";
 
 export interface PolicyServerOptions {
   listen: ListenAddress;
+  /** Bounds on open connections (tests lower them). */
+  maxConnections?: number;
+  maxPerPeer?: number;
   /** May this canonical address relay? */
   lookup: (ip: string) => boolean;
   log: Logger;
@@ -32,17 +43,31 @@ export interface PolicyStats {
   errors: number;
   /** Connections open now. */
   connections: number;
+  /** Connections closed to make room for a new one. */
+  evicted: number;
+}
+
+/** One open connection, and when it last completed a request (or opened). */
+interface Connection {
+  socket: Socket;
+  peer: string;
+  lastRequest: number;
 }
 
 const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000;
-const MAX_CONNECTIONS = 1000;
+/** Open connections in all, and from one peer address (every unix peer counts as one). */
+export const MAX_CONNECTIONS = 1000;
+export const MAX_PER_PEER = 500;
 const OK = reply("OK");
 const DUNNO = reply("DUNNO");
 
 export class PolicyServer {
   private server: Server | undefined;
-  private readonly sockets = new Set<Socket>();
-  private readonly counts = { requests: 0, ok: 0, dunno: 0, errors: 0 };
+  private readonly connections = new Set<Connection>();
+  private readonly perPeer = new Map<string, number>();
+  private readonly counts = { requests: 0, ok: 0, dunno: 0, errors: 0, evicted: 0 };
+  /** Orders connections that completed a request in the same millisecond. */
+  private tick = 0;
   private serial = 0;
 
   constructor(private readonly options: PolicyServerOptions) {}
@@ -53,14 +78,6 @@ export class PolicyServer {
     const { listen, log } = this.options;
     if (listen.kind === "unix") await removeStaleSocket(listen.path);
     const server = createServer((socket) => this.accept(socket));
-    // Each Postfix smtpd keeps one connection (default_process_limit is 100): this bounds what
-    // a peer that only opens connections can take from the daemon's descriptors.
-    server.maxConnections = MAX_CONNECTIONS;
-    server.on("drop", (peer) =>
-      log.warning(
-        `policy server: ${MAX_CONNECTIONS} connections open, refused ${peer?.remoteAddress ?? "a peer"}`,
-      ),
-    );
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error) =>
         reject(new Error(`cannot listen on ${describeListen(listen)}: ${error.message}`)),
@@ -74,8 +91,8 @@ export class PolicyServer {
     // accept() failures (EMFILE, ...) end up here; the server itself keeps listening.
     server.on("error", (error) => log.error(`policy server: ${error.message}`));
     this.server = server;
-    // Postfix's smtpd runs as its own unprivileged user; the directory still controls access.
-    if (listen.kind === "unix") await chmod(listen.path, 0o666);
+    // Owner and group only: the group is the directory's when it is setgid (README: postfix).
+    if (listen.kind === "unix") await chmod(listen.path, 0o660);
     log.info(`policy server listening on ${describeListen(this.address())}`);
   }
 
@@ -88,7 +105,7 @@ export class PolicyServer {
     if (!server) return;
     this.server = undefined;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const socket of this.sockets) socket.destroy();
+    for (const { socket } of this.connections) socket.destroy();
     await closed;
   }
 
@@ -101,15 +118,27 @@ export class PolicyServer {
   }
 
   stats(): PolicyStats {
-    return { ...this.counts, connections: this.sockets.size };
+    return { ...this.counts, connections: this.connections.size };
   }
 
   private accept(socket: Socket): void {
     const { log } = this.options;
     const peer = peerName(socket, ++this.serial, this.options.listen);
     const parser = new RequestParser();
-    this.sockets.add(socket);
-    socket.on("close", () => this.sockets.delete(socket));
+    const connection: Connection = {
+      socket,
+      peer: socket.remoteAddress ?? "unix",
+      lastRequest: this.now(),
+    };
+    this.makeRoom(connection.peer, peer);
+    this.connections.add(connection);
+    this.perPeer.set(connection.peer, (this.perPeer.get(connection.peer) ?? 0) + 1);
+    socket.on("close", () => {
+      if (!this.connections.delete(connection)) return;
+      const left = (this.perPeer.get(connection.peer) ?? 1) - 1;
+      if (left > 0) this.perPeer.set(connection.peer, left);
+      else this.perPeer.delete(connection.peer);
+    });
     socket.on("error", (error) => log.debug(`${peer}: ${error.message}`));
     socket.setTimeout(this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, () => {
       log.debug(`${peer}: idle, closed`);
@@ -128,12 +157,50 @@ export class PolicyServer {
           return;
         }
         answers += answer;
+        connection.lastRequest = this.now();
       }
       if (answers === "" || socket.write(answers)) return;
       // A peer that sends but does not read: stop reading until it catches up.
       socket.pause();
       socket.once("drain", () => socket.resume());
     });
+  }
+
+  /** A clock that never repeats a value, so the stalest connection is always one. */
+  private now(): number {
+    this.tick = Math.max(this.tick + 1e-3, performance.now());
+    return this.tick;
+  }
+
+  /**
+   * Before a new connection from `peerKey` is counted: at a bound, closes the connection that
+   * has gone longest without a complete request (from the same peer when that peer is at its
+   * own bound), so that the new one, most likely an smtpd with a client waiting, gets in.
+   */
+  private makeRoom(peerKey: string, name: string): void {
+    const total = this.options.maxConnections ?? MAX_CONNECTIONS;
+    const perPeer = this.options.maxPerPeer ?? MAX_PER_PEER;
+    const samePeer = (this.perPeer.get(peerKey) ?? 0) >= perPeer;
+    if (!samePeer && this.connections.size < total) return;
+    let stalest: Connection | undefined;
+    for (const candidate of this.connections) {
+      if (samePeer && candidate.peer !== peerKey) continue;
+      if (!stalest || candidate.lastRequest < stalest.lastRequest) stalest = candidate;
+    }
+    if (!stalest) return;
+    this.counts.evicted++;
+    // Counted now: the close event comes later, after this connection is counted.
+    this.connections.delete(stalest);
+    const left = (this.perPeer.get(stalest.peer) ?? 1) - 1;
+    if (left > 0) this.perPeer.set(stalest.peer, left);
+    else this.perPeer.delete(stalest.peer);
+    stalest.socket.destroy();
+    // Once per 100: under a flood this would be most of the log.
+    if (this.counts.evicted % 100 === 1)
+      this.options.log.warning(
+        `policy server: ${samePeer ? `${perPeer} connections from one peer` : `${total} connections`} open; ` +
+          `closed the one longest without a request to make room for ${name} (${this.counts.evicted} so far)`,
+      );
   }
 
   /** The reply to one request, or why the connection must be dropped. */

@@ -6,7 +6,10 @@
  * port and nothing on port 25. Several instances can run side by side (give each its own dir).
  *
  * Relay is decided exactly as poprelay's README tells sites to configure it:
- *   smtpd_relay_restrictions = permit_mynetworks, check_client_access TYPE:RELAYMAP, reject_unauth_destination
+ *   smtpd_relay_restrictions = permit_mynetworks, check_client_access cidr:RELAYMAP,
+ *     check_client_access TYPE:RELAYMAP, reject_unauth_destination
+ * (the cidr table decides, exactly; the database TYPE matches nothing and only makes smtpd
+ * notice a new map, see src/maps/keys.ts)
  * with mynetworks = 127.0.0.1/32 only, so the other 127.0.0.0/8 addresses are strangers unless
  * the map lists them. With `policyService`, `check_policy_service SERVICE` is asked after the map
  * (or instead of it, with no `relayMap`): OK permits, DUNNO falls through to
@@ -118,9 +121,14 @@ function exec(file: string, args: readonly string[], timeoutMs = 60_000) {
   });
 }
 
-function relayRestrictions(relayTable: string | undefined, policyService: string | undefined) {
+function relayRestrictions(
+  relayMap: string | undefined,
+  relayTable: string | undefined,
+  policyService: string | undefined,
+) {
   const checks = ["permit_mynetworks"];
-  if (relayTable) checks.push(`check_client_access ${relayTable}`);
+  if (relayTable)
+    checks.push(`check_client_access cidr:${relayMap}`, `check_client_access ${relayTable}`);
   if (policyService) checks.push(`check_policy_service ${policyService}`);
   return [...checks, "reject_unauth_destination"].join(", ");
 }
@@ -259,7 +267,7 @@ export async function startPostfix(options: PostfixOptions): Promise<Postfix> {
   await chmod(dataDir, 0o700);
   await layOutQueue(queueDir, postfixUid, postdropGid);
   if (relayMap) await ensurePostfixMap(relayMap, mapType);
-  const restrictions = relayRestrictions(relayTable, policyService);
+  const restrictions = relayRestrictions(relayMap, relayTable, policyService);
 
   for (let attempt = 1; ; attempt++) {
     const port = options.port ?? (await freePort());
