@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { poprelay, run, sandbox } from "./helpers.js";
 
+/** What smtpd's check_client_access cidr:MAP finds for a client address (README). */
 const postmapQuery = (key: string, map: string) =>
-  run("/usr/sbin/postmap", ["-q", key, `hash:${map}`]);
+  run("/usr/sbin/postmap", ["-q", key, `cidr:${map}`]);
 
 describe("admin commands against a real Postfix map", () => {
   it("add makes postmap -q answer OK; remove makes it answer nothing", async () => {
@@ -50,7 +51,7 @@ describe("admin commands against a real Postfix map", () => {
     const text = await readFile(map, "utf8");
     assert.deepEqual(
       text.split("\n").filter((l) => l && !l.startsWith("#")),
-      ["192.0.2.4 OK", "2001:db8::7 OK"],
+      ["192.0.2.4/32 OK", "2001:db8::7/128 OK"],
     );
   });
 
@@ -132,7 +133,7 @@ describe("concurrent writers", () => {
     const lines = (await readFile(map, "utf8")).split("\n").filter((l) => l && !l.startsWith("#"));
     assert.deepEqual(
       lines,
-      ips.map((ip) => `${ip} OK`),
+      ips.map((ip) => `${ip}/32 OK`),
     );
     for (const ip of ips) assert.equal((await postmapQuery(ip, map)).stdout, "OK\n", ip);
   });
