@@ -246,6 +246,7 @@ async function main(): Promise<void> {
       progress("replay: poprelay match, grep -c, fail2ban-regex");
       const runs: ToolRun[] = await replay(work, file, facts, options.runs);
       results.replay = { log: facts, runs };
+      const grep = runs.find((run) => run.tool.startsWith("grep"));
       for (const run of runs)
         rows.push([
           `replay ${fmt(options.lines, 0)} lines: ${run.tool}`,
@@ -253,6 +254,9 @@ async function main(): Promise<void> {
           `${fmt(run.wallMs / 1000, 2)} s wall, ${fmt(run.matched, 0)} matched` +
             (run.reportedLinesPerSecond
               ? `; ${fmt(run.reportedLinesPerSecond, 0)} lines/s without start-up`
+              : "") +
+            (grep && run !== grep
+              ? `; ${fmt(run.linesPerSecond / grep.linesPerSecond, 2)}× grep -c (whole command)`
               : ""),
         ]);
       await rm(file, { force: true });
