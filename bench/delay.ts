@@ -12,16 +12,27 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, type FSWatcher, openSync, readFileSync, watch, writeSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config/load.js";
 import { createLogger } from "../src/log.js";
 import { FileLock } from "../src/spool/lock.js";
 import { RedisSpoolStore } from "../src/spool/redis/store.js";
+import { freePort } from "../test/support/dovecot.js";
+import { type Postfix, type PostfixMapType, startPostfix } from "../test/support/postfix.js";
 import { exportEntry, journalRemote, journalWriter } from "./journal-files.js";
 import { MailTraffic, Random, syslogLine } from "./synthetic.js";
-import { CLI, configDir, type Distribution, distribution, sleep, waitForStderr } from "./util.js";
+import {
+  CLI,
+  configDir,
+  type Distribution,
+  distribution,
+  sleep,
+  timed,
+  waitForStderr,
+} from "./util.js";
+import { probeRelay } from "./xclient.js";
 
 export interface DelayOptions {
   input: "file" | "journal";
@@ -38,6 +49,11 @@ export interface DelayOptions {
   /** Entries already in the spool (and the map) before the first login. */
   mapEntries: number;
   seed: number;
+  /**
+   * A real Postfix smtpd judges each login's address (XCLIENT probes every 5 ms, from the line
+   * written until the first 250): through the map, or through the policy service.
+   */
+  smtpd?: "map" | "policy";
 }
 
 export interface DelayResult {
@@ -51,8 +67,24 @@ export interface DelayResult {
   text: Distribution;
   /** Line written → database renamed with the address in it, ms. */
   database: Distribution;
-  /** Logins never seen in the map or the database before the deadline. */
-  missing: { text: number; database: number };
+  /** The database type the daemon wrote ("none" when it wrote none). */
+  databaseType: string;
+  /** With `smtpd`: line written → the first 250 for RCPT from the address, ms. */
+  accepted?: Distribution;
+  /** With `smtpd`, measured in the same run: see SmtpdFloor. */
+  floor?: SmtpdFloor;
+  /** Logins never seen in the map or the database, or never accepted, before the deadline. */
+  missing: { text: number; database: number; accepted: number };
+}
+
+/** What Postfix itself costs, beside poprelay, on the same machine at the same moment. */
+export interface SmtpdFloor {
+  /** `postmap TYPE:` alone on a copy of the daemon's text map (TYPE the daemon's), ms. */
+  postmap?: Distribution;
+  /** A table built by hand (postmap into a scratch name) renamed into place → the first 250. */
+  pickup?: Distribution;
+  /** One probe for an address already granted: the probe's own round trips, ms. */
+  probe: Distribution;
 }
 
 /** The address of the n-th login: 198.18.0.0/15 is reserved for benchmarks (RFC 2544). */
@@ -108,6 +140,8 @@ export async function startDaemon(
   /** Runs before the daemon starts (a journal writer needs to create its file first). */
   prepare?: (paths: { log: string; journal: string }) => Promise<void>,
   shared?: SharedState,
+  /** Answer Postfix's policy queries here (inet:127.0.0.1:PORT) instead of writing a map. */
+  policyListen?: string,
 ): Promise<BenchDaemon> {
   const dir = await mkdtemp(join(tmpdir(), "poprelay-bench-"));
   const log = join(dir, "mail.log");
@@ -127,10 +161,11 @@ export async function startDaemon(
   const spool = shared
     ? `spool:\n  backend: redis\n  redis:\n    url: ${shared.url}\n    namespace: ${shared.namespace}\n`
     : `spool:\n  directory: ${dir}/spool\n`;
-  const mta = shared?.host === "A" ? "none" : "postfix";
+  const mta = shared?.host === "A" || policyListen ? "none" : "postfix";
+  const policy = policyListen ? `policy:\n  listen: ${policyListen}\n` : "";
   await configDir(
     dir,
-    `agent: dovecot\ninput:\n${source}relay:\n  period: 1h\n${spool}` +
+    `agent: dovecot\ninput:\n${source}relay:\n  period: 1h\n${spool}${policy}` +
       `state:\n  directory: ${dir}/state\nmap:\n  mta: ${mta}\n  file: ${mapDir}/relay\n`,
   );
   await prepare?.({ log, journal });
@@ -188,9 +223,18 @@ async function fillRedis(
   }
 }
 
-/** Whether a Postfix hash/btree database holds `key` (keys are stored with their NUL). */
-export function databaseHas(db: Buffer, key: string): boolean {
-  const needle = Buffer.from(`${key}\0`);
+/**
+ * Whether a Postfix database holds `key`: hash and btree store keys with their NUL, cdb without,
+ * right before the value (`OK`).
+ */
+export function databaseHas(db: Buffer, key: string, type: "hash" | "cdb" = "hash"): boolean {
+  // The key as a cidr: line spells it (198.18.0.1/32), or bare (before the maps were cidr:).
+  const host = key.includes(":") ? "/128" : "/32";
+  return [`${key}${host}`, key].some((spelling) => holds(db, spelling, type));
+}
+
+function holds(db: Buffer, key: string, type: "hash" | "cdb"): boolean {
+  const needle = Buffer.from(type === "cdb" ? `${key}OK` : `${key}\0`);
   for (let at = db.indexOf(needle); at !== -1; at = db.indexOf(needle, at + 1)) {
     const before = at === 0 ? 0 : (db[at - 1] ?? 0);
     // Not the tail of a longer key ("198.18.0.12" must not count for "98.18.0.12").
@@ -210,6 +254,8 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
   let writer: ChildProcess | undefined;
   let write: (text: string) => void = () => undefined;
   let daemon: BenchDaemon;
+  const policyListen =
+    options.smtpd === "policy" ? `inet:127.0.0.1:${await freePort()}` : undefined;
   // Two hosts: B (no input) follows Redis and keeps the map; A, started below, reads the log.
   const namespace = `bench-${process.pid}-${options.seed}-${options.input}`;
   const shared = (host: "A" | "B") =>
@@ -234,9 +280,17 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
         await sleep(300);
       },
       shared("A"),
+      policyListen,
     );
   } else {
-    daemon = await startDaemon("file", options.mapEntries, spoolAddress, undefined, shared("A"));
+    daemon = await startDaemon(
+      "file",
+      options.mapEntries,
+      spoolAddress,
+      undefined,
+      shared("A"),
+      policyListen,
+    );
     const fd = openSync(daemon.log, "a");
     write = (text) => {
       writeSync(fd, text);
@@ -252,13 +306,33 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
       ? exportEntry(line, Date.now(), monotonic++)
       : syslogLine(line, Date.now());
 
-  const written = new Map<string, number>();
+  // The map that should hold the logins: B's with two hosts.
+  const map = (hostB ?? daemon).map;
+  const databaseType = policyListen ? "none" : await writtenType(map);
+  let postfix: Postfix | undefined;
+  if (options.smtpd) {
+    // smtpd runs as postfix and reads the map in the daemon's (private) scratch directory.
+    await chmod(daemon.dir, 0o755);
+    await mkdir(join(daemon.dir, "smtpd"));
+    postfix = await startPostfix({
+      dir: join(daemon.dir, "smtpd"),
+      relayMap: policyListen ? undefined : map,
+      mapType: databaseType === "none" ? undefined : (databaseType as PostfixMapType),
+      policyService: policyListen,
+      // in_flow_delay: each probe's MAIL takes one of smtpd's flow-control tokens, and
+      // hundreds of probes a second run out of them: smtpd would then pause 1 s per MAIL.
+      mainCf: { smtpd_authorized_xclient_hosts: "127.0.0.0/8", in_flow_delay: "0s" },
+    });
+  }
+
   const pendingText = new Map<string, number>();
   const pendingDb = new Map<string, number>();
   const textDelays: number[] = [];
   const dbDelays: number[] = [];
-  // The map that should hold the logins: B's with two hosts.
-  const map = (hostB ?? daemon).map;
+  const acceptDelays: number[] = [];
+  const probes: Promise<void>[] = [];
+  let notAccepted = 0;
+  const product = databaseType === "cdb" ? "relay.cdb" : "relay.db";
   const watcher: FSWatcher = watch(join(map, ".."), (_event, name) => {
     const now = performance.now();
     if (name === "relay" && pendingText.size > 0) {
@@ -269,27 +343,42 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
         return;
       }
       for (const [ip, at] of pendingText) {
-        if (text.includes(`\n${ip} OK\n`)) {
+        if (text.includes(`\n${ip}/32 OK\n`) || text.includes(`\n${ip} OK\n`)) {
           textDelays.push(now - at);
           pendingText.delete(ip);
         }
       }
-    } else if (name === "relay.db" && pendingDb.size > 0) {
+    } else if (name === product && pendingDb.size > 0) {
       let db: Buffer;
       try {
-        db = readFileSync(`${map}.db`);
+        db = readFileSync(join(map, "..", product));
       } catch {
         return;
       }
       for (const [ip, at] of pendingDb) {
-        if (databaseHas(db, ip)) {
+        if (databaseHas(db, ip, databaseType === "cdb" ? "cdb" : "hash")) {
           dbDelays.push(now - at);
           pendingDb.delete(ip);
         }
       }
     }
   });
+  /** Probes every 5 ms from `at` until smtpd answers 250 (at most 10 s). */
+  const probeUntilAccepted = async (port: number, ip: string, at: number) => {
+    while (performance.now() - at < 10_000) {
+      const started = performance.now();
+      const reply = await probeRelay(port, ip).catch(() => undefined);
+      if (reply?.code === 250) {
+        acceptDelays.push(reply.at - at);
+        return;
+      }
+      const wait = 5 - (performance.now() - started);
+      if (wait > 0) await sleep(wait);
+    }
+    notAccepted++;
+  };
 
+  let floor: SmtpdFloor | undefined;
   try {
     // A journal file needs a moment to be found by journalctl --follow.
     write(format());
@@ -309,13 +398,19 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
         const text = format(traffic.login(ip));
         write(text);
         const at = performance.now();
-        written.set(ip, at);
-        pendingText.set(ip, at);
-        pendingDb.set(ip, at);
+        if (!policyListen) {
+          pendingText.set(ip, at);
+          pendingDb.set(ip, at);
+        }
+        if (postfix) probes.push(probeUntilAccepted(postfix.smtpPort, ip, at));
       }
+      await Promise.all(probes);
       for (let waited = 0; waited < 10_000 && (pendingText.size > 0 || pendingDb.size > 0); ) {
         await sleep(50);
         waited += 50;
+      }
+      if (postfix) {
+        floor = await smtpdFloor(postfix.smtpPort, map, databaseType, loginAddress(0));
       }
     } finally {
       clearInterval(background);
@@ -324,6 +419,7 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
     watcher.close();
     writer?.stdin?.end();
     writer?.kill("SIGTERM");
+    await postfix?.stop();
     await daemon.stop();
     await hostB?.stop();
   }
@@ -336,6 +432,93 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
     background: options.background,
     text: distribution(textDelays),
     database: distribution(dbDelays),
-    missing: { text: pendingText.size, database: pendingDb.size },
+    databaseType,
+    accepted: postfix ? distribution(acceptDelays) : undefined,
+    floor,
+    missing: { text: pendingText.size, database: pendingDb.size, accepted: notAccepted },
+  };
+}
+
+/** The database type beside the map as the daemon wrote it at start. */
+async function writtenType(map: string): Promise<string> {
+  for (const [suffix, type] of [
+    [".cdb", "cdb"],
+    [".lmdb", "lmdb"],
+    [".db", "hash"],
+  ] as const) {
+    if (
+      await stat(map + suffix).then(
+        () => true,
+        () => false,
+      )
+    )
+      return type;
+  }
+  return "none";
+}
+
+const FLOOR_RUNS = 30;
+
+/**
+ * Postfix's own part, measured with the daemon idle and its logins all granted: postmap alone on
+ * the daemon's text map, the pickup of a table built by hand and renamed into place (postmap
+ * into a scratch name, then rename; "written" is the rename), and one probe's round trips.
+ */
+async function smtpdFloor(
+  port: number,
+  map: string,
+  type: string,
+  granted: string,
+): Promise<SmtpdFloor> {
+  const probe: number[] = [];
+  for (let i = 0; i < FLOOR_RUNS; i++) {
+    const started = performance.now();
+    const reply = await probeRelay(port, granted);
+    if (reply.code !== 250) throw new Error(`floor: ${granted} is not granted (${reply.code})`);
+    probe.push(reply.at - started);
+  }
+  if (type === "none") return { probe: distribution(probe) };
+  const scratch = join(map, "..", "..", "floor");
+  await mkdir(scratch, { recursive: true });
+  const text = readFileSync(map, "utf8");
+  const source = join(scratch, "relay");
+  await writeFile(source, text);
+  const postmap: number[] = [];
+  for (let i = 0; i < FLOOR_RUNS; i++) {
+    const run = await timed("postmap", [`${type}:${source}`]);
+    if (run.code !== 0) throw new Error(`postmap ${type}:${source} failed`);
+    postmap.push(run.ms);
+  }
+  const suffix = type === "cdb" ? ".cdb" : type === "lmdb" ? ".lmdb" : ".db";
+  const pickup: number[] = [];
+  for (let i = 0; i < FLOOR_RUNS; i++) {
+    // A new address each time, outside the logins' range (198.19.255.0/24: never in the spool).
+    const ip = `198.19.255.${i + 1}`;
+    const line = text.includes("/32 OK\n") ? `${ip}/32 OK\n` : `${ip} OK\n`;
+    await writeFile(source, `${text}${line}`);
+    const built = await timed("postmap", [`${type}:${source}`]);
+    if (built.code !== 0) throw new Error(`postmap ${type}:${source} failed`);
+    // The text first (smtpd may read it as cidr:), the database last: its change is noticed.
+    const copy = join(scratch, "relay.next");
+    await writeFile(copy, `${text}${line}`);
+    await rename(copy, map);
+    await rename(source + suffix, map + suffix);
+    const at = performance.now();
+    for (;;) {
+      const started = performance.now();
+      const reply = await probeRelay(port, ip);
+      if (reply.code === 250) {
+        pickup.push(reply.at - at);
+        break;
+      }
+      if (reply.at - at > 10_000) throw new Error(`floor: ${ip} never accepted`);
+      const wait = 5 - (performance.now() - started);
+      if (wait > 0) await sleep(wait);
+    }
+  }
+  return {
+    postmap: distribution(postmap),
+    pickup: distribution(pickup),
+    probe: distribution(probe),
   };
 }

@@ -4,10 +4,11 @@
  * sections start `poprelay run`, which writes under a scratch directory only).
  *
  *   node build/bench/run.js [--lines 1000000] [--journal-entries 1000000] [--logins 1000]
- *     [--rate 20] [--background 500] [--delay-map 1000] [--map-sizes 1000,10000,100000]
+ *     [--rate 20] [--background 500] [--delay-map 1000[,100000]] [--map-sizes 1000,10000,100000]
+ *     [--e2e-logins 300] [--e2e-rate 10]
  *     [--memory-entries 100000] [--idle-seconds 60] [--runs 3] [--seed 1]
  *     [--host-logins 300] [--policy-requests 100000]
- *     [--only replay,journal,delay,hosts,policy,map,memory,idle] [--out bench/results.json]
+ *     [--only replay,journal,e2e,delay,hosts,policy,map,memory,idle] [--out bench/results.json]
  *
  * BENCHMARKS.md has the figures of the last full run and what limits each.
  */
@@ -45,7 +46,9 @@ interface Options {
   logins: number;
   rate: number;
   background: number;
-  delayMap: number;
+  delayMap: number[];
+  e2eLogins: number;
+  e2eRate: number;
   mapSizes: number[];
   memoryEntries: number;
   idleSeconds: number;
@@ -57,7 +60,7 @@ interface Options {
   out: string;
 }
 
-const SECTIONS = ["replay", "journal", "delay", "hosts", "policy", "map", "memory", "idle"];
+const SECTIONS = ["replay", "journal", "e2e", "delay", "hosts", "policy", "map", "memory", "idle"];
 
 function parseOptions(argv: readonly string[]): Options {
   const options: Options = {
@@ -66,7 +69,9 @@ function parseOptions(argv: readonly string[]): Options {
     logins: 1000,
     rate: 20,
     background: 500,
-    delayMap: 1000,
+    delayMap: [1000],
+    e2eLogins: 300,
+    e2eRate: 10,
     mapSizes: [1000, 10_000, 100_000],
     memoryEntries: 100_000,
     idleSeconds: 60,
@@ -103,7 +108,13 @@ function parseOptions(argv: readonly string[]): Options {
         options.background = number();
         break;
       case "--delay-map":
-        options.delayMap = number();
+        options.delayMap = value.split(",").map((v) => Number(v.replaceAll("_", "")));
+        break;
+      case "--e2e-logins":
+        options.e2eLogins = number();
+        break;
+      case "--e2e-rate":
+        options.e2eRate = number();
         break;
       case "--map-sizes":
         options.mapSizes = value.split(",").map((v) => Number(v.replaceAll("_", "")));
@@ -235,6 +246,7 @@ async function main(): Promise<void> {
       progress("replay: poprelay match, grep -c, fail2ban-regex");
       const runs: ToolRun[] = await replay(work, file, facts, options.runs);
       results.replay = { log: facts, runs };
+      const grep = runs.find((run) => run.tool.startsWith("grep"));
       for (const run of runs)
         rows.push([
           `replay ${fmt(options.lines, 0)} lines: ${run.tool}`,
@@ -242,6 +254,9 @@ async function main(): Promise<void> {
           `${fmt(run.wallMs / 1000, 2)} s wall, ${fmt(run.matched, 0)} matched` +
             (run.reportedLinesPerSecond
               ? `; ${fmt(run.reportedLinesPerSecond, 0)} lines/s without start-up`
+              : "") +
+            (grep && run !== grep
+              ? `; ${fmt(run.linesPerSecond / grep.linesPerSecond, 2)}× grep -c (whole command)`
               : ""),
         ]);
       await rm(file, { force: true });
@@ -267,35 +282,94 @@ async function main(): Promise<void> {
         ]);
     }
 
+    if (options.only.has("e2e")) {
+      const e2e: DelayResult[] = [];
+      for (const smtpd of ["map", "policy"] as const) {
+        for (const input of ["file", "journal"] as const) {
+          const mapEntries = options.delayMap[0] ?? 1000;
+          progress(
+            `e2e: ${input} input → Postfix smtpd through the ${smtpd === "map" ? "map" : "policy service"}, ${options.e2eLogins} logins at ${options.e2eRate}/s, ${options.background} background lines/s, ${mapEntries} entries`,
+          );
+          const result = await measureDelay({
+            input,
+            logins: options.e2eLogins,
+            rate: options.e2eRate,
+            background: options.background,
+            mapEntries,
+            seed: options.seed,
+            smtpd,
+          });
+          e2e.push(result);
+          const missing = result.missing.accepted > 0 ? `; ${result.missing.accepted} NEVER` : "";
+          const accepted = result.accepted;
+          const floor = result.floor;
+          const via = smtpd === "map" ? `${result.databaseType} map` : "policy service";
+          const ratio =
+            accepted && floor?.postmap
+              ? `; ${fmt(accepted.median / floor.postmap.median, 2)}× one bare postmap`
+              : "";
+          rows.push([
+            `e2e ${input} line → smtpd 250, ${via} (median / p99 / max)`,
+            accepted ? `${ms(accepted)} ms` : "-",
+            `${accepted?.count ?? 0} logins${ratio}${missing}`,
+          ]);
+          if (smtpd === "map") {
+            rows.push([
+              `e2e ${input} … line → ${result.databaseType} table in place`,
+              `${ms(result.database)} ms`,
+              "poprelay's own part",
+            ]);
+          }
+          if (floor?.postmap && floor.pickup) {
+            rows.push([
+              `e2e ${input} … floor: postmap ${result.databaseType}: alone / hand-made table → 250`,
+              `${fmt(floor.postmap.median)} / ${fmt(floor.pickup.median)} ms`,
+              `medians of ${floor.pickup.count}; pickup p99 ${fmt(floor.pickup.p99)} ms`,
+            ]);
+          }
+          if (floor) {
+            rows.push([
+              `e2e ${input} … one probe for a granted address`,
+              `${ms(floor.probe)} ms`,
+              "XCLIENT, EHLO, MAIL, RCPT on a new connection",
+            ]);
+          }
+        }
+      }
+      results.e2e = e2e;
+    }
+
     if (options.only.has("delay")) {
       const delays: DelayResult[] = [];
-      for (const input of ["file", "journal"] as const) {
-        progress(
-          `delay: ${input} input, ${options.logins} logins at ${options.rate}/s, ${options.background} background lines/s, ${options.delayMap} entries in the map`,
-        );
-        const result = await measureDelay({
-          input,
-          logins: options.logins,
-          rate: options.rate,
-          background: options.background,
-          mapEntries: options.delayMap,
-          seed: options.seed,
-        });
-        delays.push(result);
-        const missing =
-          result.missing.text + result.missing.database > 0
-            ? `; MISSING ${result.missing.text} text, ${result.missing.database} db`
-            : "";
-        rows.push([
-          `delay ${input} → map text (median / p99 / max)`,
-          `${ms(result.text)} ms`,
-          `${result.text.count} logins, map ${fmt(options.delayMap, 0)}→${fmt(options.delayMap + options.logins, 0)} entries${missing}`,
-        ]);
-        rows.push([
-          `delay ${input} → relay.db (median / p99 / max)`,
-          `${ms(result.database)} ms`,
-          "postmap hash: rebuilds it",
-        ]);
+      for (const mapEntries of options.delayMap) {
+        for (const input of ["file", "journal"] as const) {
+          progress(
+            `delay: ${input} input, ${options.logins} logins at ${options.rate}/s, ${options.background} background lines/s, ${mapEntries} entries in the map`,
+          );
+          const result = await measureDelay({
+            input,
+            logins: options.logins,
+            rate: options.rate,
+            background: options.background,
+            mapEntries,
+            seed: options.seed,
+          });
+          delays.push(result);
+          const missing =
+            result.missing.text + result.missing.database > 0
+              ? `; MISSING ${result.missing.text} text, ${result.missing.database} db`
+              : "";
+          rows.push([
+            `delay ${input} → map text (median / p99 / max)`,
+            `${ms(result.text)} ms`,
+            `${result.text.count} logins, map ${fmt(mapEntries, 0)}→${fmt(mapEntries + options.logins, 0)} entries${missing}`,
+          ]);
+          rows.push([
+            `delay ${input} → ${result.databaseType} table (median / p99 / max)`,
+            `${ms(result.database)} ms`,
+            result.databaseType === "cdb" ? "written in-process" : "postmap rebuilds it",
+          ]);
+        }
       }
       results.delay = delays;
     }
@@ -313,7 +387,7 @@ async function main(): Promise<void> {
           logins: options.hostLogins,
           rate: options.rate,
           background: options.background,
-          mapEntries: options.delayMap,
+          mapEntries: options.delayMap[0] ?? 1000,
           seed: options.seed,
         });
         results.hosts = result;
@@ -327,9 +401,9 @@ async function main(): Promise<void> {
           `${result.text.count} logins, through redis-server on loopback${missing}`,
         ]);
         rows.push([
-          "delay A's log → B's relay.db (median / p99 / max)",
+          `delay A's log → B's ${result.databaseType} table (median / p99 / max)`,
           `${ms(result.database)} ms`,
-          "postmap hash: on B",
+          result.databaseType === "cdb" ? "written in-process on B" : "postmap on B",
         ]);
       } finally {
         await redis.stop();

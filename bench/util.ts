@@ -7,7 +7,8 @@ import { fileURLToPath } from "node:url";
 
 /** The repository root (the bench runs from build/bench). */
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-export const CLI = join(ROOT, "bin/poprelay.js");
+/** The poprelay to measure: this tree, or another build (POPRELAY_BENCH_CLI) for a before/after. */
+export const CLI = process.env.POPRELAY_BENCH_CLI || join(ROOT, "bin/poprelay.js");
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

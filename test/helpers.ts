@@ -29,13 +29,19 @@ export async function configDir(files: Record<string, string>): Promise<string> 
   return dir;
 }
 
-/** A config dir with spool, state and map inside it, for the given MTA settings. */
+/**
+ * A config dir with spool, state and map inside it, for the given MTA settings. The map is a
+ * Postfix hash map, which the tests query with `postmap -q hash:` (map.type empty would choose
+ * by what this machine's Postfix lists: see maps/choose-type.ts).
+ */
 export async function sandbox(extra = ""): Promise<{ dir: string; spool: string; map: string }> {
   const dir = await scratch("poprelay-sandbox-");
   const spool = join(dir, "spool");
   const map = join(dir, "relay");
   await mkdir(join(dir, "conf.d"));
-  const yaml = `spool:\n  directory: ${spool}\nstate:\n  directory: ${dir}\nmap:\n  file: ${map}\n${extra}`;
+  // hash unless the caller names a type: the tests query it with postmap -q hash:.
+  const type = /^ {2}type:/m.test(extra) ? "" : "  type: hash\n";
+  const yaml = `spool:\n  directory: ${spool}\nstate:\n  directory: ${dir}\nmap:\n  file: ${map}\n${type}${extra}`;
   await writeFile(join(dir, "conf.d", "50-test.yaml"), yaml);
   return { dir, spool, map };
 }

@@ -211,14 +211,18 @@ describe("resolveMap", () => {
       null,
       true,
     ]);
+    // poprelay writes cdb itself; a site's map.command still runs instead.
     assert.deepEqual(summary({ mta: "postfix", type: "cdb" }), [
       "%i OK",
       "cdb",
-      "postmap cdb:%r",
+      null,
       [".cdb"],
       null,
       true,
     ]);
+    assert.equal(resolveMap(mapConfig({ mta: "postfix", type: "cdb" })).writer, "cdb");
+    const own = resolveMap(mapConfig({ mta: "postfix", type: "cdb", command: "postmap cdb:%r" }));
+    assert.deepEqual([own.writer, own.command], [null, "postmap cdb:%r"]);
     assert.deepEqual(summary({ mta: "postfix", type: "btree" }), [
       "%i OK",
       "btree",

@@ -14,6 +14,7 @@ import { profileFor } from "../daemon/components.js";
 import { Daemon } from "../daemon/daemon.js";
 import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
+import { chooseMapType } from "../maps/choose-type.js";
 import { checkMapTools, exactnessWarnings, grantProblem } from "../maps/settings.js";
 import { snippets } from "../maps/snippet.js";
 import type { MapWriteResult } from "../maps/write.js";
@@ -135,7 +136,9 @@ async function open(context: CommandContext): Promise<Opened> {
   const { config } = loaded;
   const store = await openSpoolStore(config, context.log);
   context.cleanup.push(() => store.close());
-  return { loaded, relay: new RelayState(store, config.map, context.log) };
+  // The same choice as the daemon's, so both write the same table type.
+  const { map } = await chooseMapType(config.map);
+  return { loaded, relay: new RelayState(store, map, context.log) };
 }
 
 function mapSummary(map: MapWriteResult): string {
@@ -305,7 +308,8 @@ export const COMMANDS: Record<string, Command> = {
     arity: [0, 0],
     async run(context) {
       const loaded = await loadConfig(context.configDir, context.instance);
-      await checkMapTools(loaded.config.map);
+      const choice = await chooseMapType(loaded.config.map);
+      await checkMapTools(choice.map);
       if (loaded.config.match.ignore.includes(MYNETWORKS)) {
         const ignore = await expandIgnore([MYNETWORKS]);
         for (const note of ignore.notes) context.log.warning(note);
@@ -314,9 +318,10 @@ export const COMMANDS: Record<string, Command> = {
       const agents = checkAgents(context.configDir);
       // The configured agent, as the daemon will load it (match.regex checked against it).
       if (loaded.config.agent !== "") profileFor(loaded.config, context.configDir);
-      for (const warning of exactnessWarnings(loaded.config.map, loaded.config.match.allow))
+      for (const warning of exactnessWarnings(choice.map, loaded.config.match.allow))
         context.log.warning(warning);
-      if (context.options.print) context.out(describeConfig(loaded));
+      if (choice.reason) context.out(`${choice.reason}\n`);
+      if (context.options.print) context.out(await describeConfig(loaded));
       else
         context.out(
           `configuration ok: ${loaded.files.length} file(s) in ${context.configDir}/conf.d\n${agents}\n`,
@@ -434,7 +439,9 @@ export const COMMANDS: Record<string, Command> = {
     arity: [0, 0],
     async run(context) {
       const { config } = await loadConfig(context.configDir, context.instance);
-      for (const snippet of snippets(config)) {
+      // The table type the daemon will write (map.type empty: chosen as it chooses).
+      const { map } = await chooseMapType(config.map);
+      for (const snippet of snippets({ ...config, map })) {
         process.stderr.write(`# ${snippet.where}\n`);
         for (const line of snippet.lines) context.out(`${line}\n`);
       }

@@ -1,8 +1,6 @@
 import { parseArgs } from "node:util";
-import { InvalidIpError } from "../address/ip.js";
-import { ConfigError, DEFAULT_CONFIG_DIR } from "../config/load.js";
+import { DEFAULT_CONFIG_DIR } from "../config/paths.js";
 import { createLogger } from "../log.js";
-import { MapConfigError } from "../maps/settings.js";
 import { COMMANDS, type CommandContext, UsageError } from "./commands.js";
 import { VERSION } from "./version.js";
 
@@ -120,6 +118,12 @@ export async function main(argv: readonly string[]): Promise<number> {
       );
       return EXIT.usage;
     }
+    // Loaded only now: a command that succeeds never needs them (see commands.ts).
+    const [{ InvalidIpError }, { ConfigError }, { MapConfigError }] = await Promise.all([
+      import("../address/ip.js"),
+      import("../config/load.js"),
+      import("../maps/settings.js"),
+    ]);
     if (error instanceof ConfigError || error instanceof MapConfigError) {
       log.error(`configuration is not valid:\n${error.message}`);
       return EXIT.input;

@@ -1,14 +1,13 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import convict from "convict";
-import { LineCounter, parseDocument, stringify } from "yaml";
 import { validateMapConfig } from "../maps/settings.js";
 import { redactRedisUrl } from "../spool/redis/address.js";
 import { editDistance } from "./edit-distance.js";
 import { schema } from "./schema.js";
 import type { Config } from "./types.js";
 
-export const DEFAULT_CONFIG_DIR = "/etc/poprelay";
+export { DEFAULT_CONFIG_DIR } from "./paths.js";
 
 /** Everything wrong with the configuration, each problem as `file:line: key: reason`. */
 export class ConfigError extends Error {
@@ -117,6 +116,8 @@ async function readConfigFile(path: string, problems: string[]): Promise<ParsedF
     problems.push(`${path}: cannot read: ${(error as Error).message}`);
     return empty;
   }
+  // yaml is loaded when there is a file to read: `poprelay match` without conf.d needs none.
+  const { LineCounter, parseDocument } = await import("yaml");
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -286,7 +287,8 @@ export function defaultConfig(): Config {
 }
 
 /** The merged configuration as YAML, for `poprelay check --print`. */
-export function describeConfig(loaded: LoadedConfig): string {
+export async function describeConfig(loaded: LoadedConfig): Promise<string> {
+  const { stringify } = await import("yaml");
   const header = [
     `# instance: ${loaded.instance || "(none)"}`,
     ...loaded.files.map((f) => `# merged: ${f}`),

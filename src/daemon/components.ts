@@ -6,6 +6,7 @@ import { ConfigError, DEFAULT_CONFIG_DIR, type LoadedConfig } from "../config/lo
 import { parseTrustRule } from "../config/schema.js";
 import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
+import { chooseMapType } from "../maps/choose-type.js";
 import { loadAgent } from "../matcher/agents.js";
 import { createMatcher } from "../matcher/matcher.js";
 import { expandIgnore } from "../matcher/mynetworks.js";
@@ -95,7 +96,9 @@ export async function buildComponents(
   log: Logger,
   configDir: string,
 ): Promise<Components> {
-  const { config } = loaded;
+  const choice = await chooseMapType(loaded.config.map);
+  if (choice.reason) log.info(choice.reason);
+  const config = { ...loaded.config, map: choice.map };
   const source = await chooseSource(config);
   // A map-only host reads no log: it needs no agent.
   const profile = source === "none" ? undefined : profileFor(config, configDir);

@@ -3,6 +3,7 @@
  * Commands use the seed's escapes: %r is the text map being built, %m the MTA name.
  */
 import type { MtaName } from "../config/types.js";
+import type { WriterName } from "./db/writers.js";
 import {
   asIs,
   type Exactness,
@@ -22,6 +23,11 @@ export interface DatabaseSpec {
   command: string;
   /** Suffix of the file the command writes beside %r, e.g. ".db" for relay.db. */
   product: string;
+  /**
+   * Set when poprelay writes this type itself (src/maps/db/): then `command` is only what a
+   * site can put in map.command to have the MTA's tool do it instead.
+   */
+  writer?: WriterName;
 }
 
 export interface MtaSpec {
@@ -61,7 +67,8 @@ export const MTAS: Readonly<Record<MtaName, MtaSpec>> = {
       hash: { command: "postmap hash:%r", product: ".db" },
       btree: { command: "postmap btree:%r", product: ".db" },
       lmdb: { command: "postmap lmdb:%r", product: ".lmdb" },
-      cdb: { command: "postmap cdb:%r", product: ".cdb" },
+      // Written in-process, byte for byte what postmap writes: no postmap run per login.
+      cdb: { command: "postmap cdb:%r", product: ".cdb", writer: "cdb" },
       ...NONE,
     },
     // `postfix reload` works with or without systemd and whatever the unit is called; smtpd

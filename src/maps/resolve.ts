@@ -1,6 +1,7 @@
 /** From map.* settings to what the writer does: effective format, key, database and commands. */
 import { isAbsolute } from "node:path";
 import type { MapConfig, MtaName } from "../config/types.js";
+import type { WriterName } from "./db/writers.js";
 import type { Exactness, KeySpelling } from "./keys.js";
 import { isMtaName, MTA_NAMES, MTAS } from "./mtas.js";
 import { unknownEscapes, usesEscape } from "./template.js";
@@ -17,8 +18,10 @@ export interface ResolvedMap {
   exactness: Exactness;
   /** Database type, "none" when the text map is all there is. */
   type: string;
-  /** Database build command, or null. */
+  /** Database build command, or null (none, or poprelay writes the database itself). */
   command: string | null;
+  /** The in-process writer of the database (src/maps/db/), or null. */
+  writer: WriterName | null;
   /**
    * Suffixes of the files the default command leaves beside the map (".db"); empty with no
    * command; null for a site's own command, whose products are only known after it runs.
@@ -44,7 +47,8 @@ export function resolveMap(config: MapConfig): ResolvedMap {
   const spec = MTAS[config.mta];
   const type = config.type || spec.defaultType;
   const database = spec.types[type] ?? null;
-  const command = config.command || database?.command || null;
+  const writer = config.command ? null : (database?.writer ?? null);
+  const command = config.command || (writer ? null : database?.command) || null;
   let products: readonly string[] | null = [];
   if (config.command) products = null;
   else if (database) products = [database.product];
@@ -56,6 +60,7 @@ export function resolveMap(config: MapConfig): ResolvedMap {
     exactness: spec.exactness,
     type,
     command,
+    writer,
     products,
     restart: config.restart.enabled ? config.restart.command || spec.restart : null,
     header: spec.comments ? HEADER : null,

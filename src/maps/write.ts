@@ -22,6 +22,7 @@ import { syncDirectory } from "../fs/atomic.js";
 import type { Logger } from "../log.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { runCommand } from "./command.js";
+import { WRITERS } from "./db/writers.js";
 import { assertReplaceable } from "./ownership.js";
 import { exactAddresses, mapAddresses, renderAddresses } from "./render.js";
 import { type ResolvedMap, resolveMap, validateMapConfig } from "./resolve.js";
@@ -117,7 +118,8 @@ export async function writeMap(
  * the text is newer than it (the text's mtime is kept above the database's for that), so a
  * writer killed between the two is noticed by the next one, which rebuilds the database.
  * A site's own map.command, whose products are unknown, keeps the old order: database first,
- * then the text, all in this call.
+ * then the text, all in this call; so does a database poprelay writes itself (src/maps/db/),
+ * which takes less time than a command would take to start.
  */
 export async function stageMap(
   entries: readonly SpoolEntry[],
@@ -218,7 +220,9 @@ export async function stageMap(
     }
 
     await writeSynced(built, text, undefined);
-    if (resolved.command !== null) {
+    if (resolved.writer !== null) {
+      await WRITERS[resolved.writer](text, built + (resolved.products?.[0] ?? ""), MODE);
+    } else if (resolved.command !== null) {
       await runCommand(
         resolved.command,
         { r: built, m: resolved.mta },

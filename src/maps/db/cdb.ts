@@ -1,0 +1,233 @@
+/**
+ * Postfix's cdb table, written in-process: the same bytes `postmap cdb:FILE` writes (Debian's
+ * postfix-cdb builds it with tinycdb), without starting a process per login.
+ *
+ * The format (D. J. Bernstein's constant database): a 2048-byte table of contents, 256 pairs
+ * (position, slot count) of little-endian 32-bit words; the records, each key length, value
+ * length, key, value; then the 256 hash tables. A key's hash h starts at 5381 and takes
+ * h = (h * 33) ^ byte per byte; table h & 255 has twice as many slots as it has records, and a
+ * record sits in the first free slot from (h >>> 8) % slots on, in the order the records were
+ * added (tinycdb's order, which makes the bytes postmap's). Each slot is (hash, record position).
+ *
+ * What postmap puts in: each line's key (up to the first blank, lower-cased: postmap folds case
+ * by default) and its value (the rest, without the blanks around it), with no NUL after either
+ * (postmap's cdb default); blank lines and `#` lines are skipped; a repeated key keeps its first
+ * value (tinycdb's CDB_PUT_INSERT, which postmap uses).
+ */
+import { open } from "node:fs/promises";
+
+/** A line postmap would not read as `key value`: the in-process writer refuses the whole map. */
+export class CdbSourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CdbSourceError";
+  }
+}
+
+const TOC = 2048;
+
+/**
+ * The (key, value) pairs postmap would read from a text map, in file order, keys folded; a
+ * repeated key is listed again (the builder keeps its first value).
+ */
+export function postmapRecords(text: string): [key: string, value: string][] {
+  const records: [string, string][] = [];
+  eachRecord(text, (key, value) => records.push([key, value]));
+  return records;
+}
+
+const SPACE = 0x20;
+const TAB = 0x09;
+const CR = 0x0d;
+const HASH = 0x23;
+const isBlank = (code: number) => code === SPACE || code === TAB;
+
+/**
+ * Calls `add` for each line postmap would read from `text`, in file order: the key (lower-cased)
+ * and the value. One pass over the text, no regular expression and no string but the key and
+ * value per line: the daemon does this for every grant, over every line of the map.
+ */
+function eachRecord(text: string, add: (key: string, value: string) => void): void {
+  let n = 0;
+  for (let start = 0; start < text.length; ) {
+    let end = text.indexOf("\n", start);
+    if (end === -1) end = text.length;
+    const line = start;
+    start = end + 1;
+    n++;
+    let first = line;
+    while (first < end && isBlank(text.charCodeAt(first))) first++;
+    if (first === end || (first === end - 1 && text.charCodeAt(first) === CR)) continue;
+    if (text.charCodeAt(first) === HASH) continue;
+    // postmap joins a line that starts with a blank to the one before; poprelay's templates
+    // never write one, so a site's static line that does is refused rather than guessed at.
+    if (first !== line) {
+      throw new CdbSourceError(`line ${n}: starts with a blank (a continuation line)`);
+    }
+    let keyEnd = first;
+    let upper = false;
+    for (let code = text.charCodeAt(keyEnd); keyEnd < end && !isBlank(code); ) {
+      if (code >= 0x41 && code <= 0x5a) upper = true;
+      code = text.charCodeAt(++keyEnd);
+    }
+    let value = keyEnd;
+    while (value < end && isBlank(text.charCodeAt(value))) value++;
+    let valueEnd = end;
+    while (
+      valueEnd > value &&
+      (isBlank(text.charCodeAt(valueEnd - 1)) || text.charCodeAt(valueEnd - 1) === CR)
+    )
+      valueEnd--;
+    if (value === valueEnd) throw new CdbSourceError(`line ${n}: a key without a value`);
+    const key = text.slice(first, keyEnd);
+    // postmap folds with the C locale: ASCII letters only.
+    add(upper ? key.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : key, text.slice(value, valueEnd));
+  }
+}
+
+/** The whole cdb file for these records, in this order. Pure. */
+export function cdbBytes(records: readonly (readonly [string, string])[]): Buffer {
+  let bytes = 0;
+  for (const [key, value] of records) bytes += Buffer.byteLength(key) + Buffer.byteLength(value);
+  const table = new CdbBuilder(records.length, bytes);
+  for (const [key, value] of records) table.add(key, value);
+  return table.finish();
+}
+
+/**
+ * Builds a cdb in one buffer sized up front, with the records' hashes and positions in typed
+ * arrays: a map of 100,000 entries is rebuilt on every grant, and an object or two per record
+ * would be garbage the daemon's heap grows for.
+ */
+class CdbBuilder {
+  private readonly out: Buffer;
+  private readonly hashes: Uint32Array;
+  private readonly positions: Uint32Array;
+  /** Record number + 1 by hash, for seen(); 0: free. */
+  private readonly index: Uint32Array;
+  private count = 0;
+  private pos = TOC;
+
+  /** At most `records` records of at most `bytes` bytes of keys and values together. */
+  constructor(records: number, bytes: number) {
+    // 8 bytes of lengths and 2 slots of 8 bytes per record.
+    const size = TOC + 24 * records + bytes;
+    if (size > 0xffffffff) throw new CdbSourceError("the map is over cdb's 4 GiB");
+    this.out = Buffer.alloc(size);
+    this.hashes = new Uint32Array(records);
+    this.positions = new Uint32Array(records);
+    let slots = 16;
+    while (slots < records * 2) slots *= 2;
+    this.index = new Uint32Array(slots);
+  }
+
+  /** Adds a record; a key added before keeps its first value (tinycdb's CDB_PUT_INSERT). */
+  add(key: string, value: string): void {
+    const { out, pos } = this;
+    const keyStart = pos + 8;
+    const keyLength = out.write(key, keyStart, "utf8");
+    let hash = 5381;
+    for (let b = keyStart; b < keyStart + keyLength; b++) {
+      hash = (Math.imul(hash, 33) ^ out.readUInt8(b)) >>> 0;
+    }
+    if (this.seen(hash, keyStart, keyLength)) {
+      // The free-slot test in finish() counts on zeros past the last record.
+      out.fill(0, keyStart, keyStart + keyLength);
+      return;
+    }
+    const valueLength = out.write(value, keyStart + keyLength, "utf8");
+    out.writeUInt32LE(keyLength, pos);
+    out.writeUInt32LE(valueLength, pos + 4);
+    this.hashes[this.count] = hash;
+    this.positions[this.count] = pos;
+    this.count++;
+    this.pos = keyStart + keyLength + valueLength;
+  }
+
+  /**
+   * Whether a record with this key was added before; if not, remembers this one (the next to
+   * be added). An open-addressing set of record numbers by hash: no string kept per key.
+   */
+  private seen(hash: number, keyStart: number, keyLength: number): boolean {
+    const { index, out } = this;
+    const mask = index.length - 1;
+    let slot = hash & mask;
+    for (let entry = index[slot] ?? 0; entry !== 0; entry = index[slot] ?? 0) {
+      const other = entry - 1;
+      if (this.hashes[other] === hash) {
+        const at = (this.positions[other] ?? 0) + 8;
+        const length = out.readUInt32LE(at - 8);
+        if (
+          length === keyLength &&
+          out.compare(out, keyStart, keyStart + keyLength, at, at + length) === 0
+        )
+          return true;
+      }
+      slot = (slot + 1) & mask;
+    }
+    index[slot] = this.count + 1;
+    return false;
+  }
+
+  /** The hash tables and the table of contents; the file's bytes. */
+  finish(): Buffer {
+    const { out, hashes, positions, count } = this;
+    // Records by table, each table's in the order they were added: a counting sort.
+    const starts = new Uint32Array(257);
+    for (let i = 0; i < count; i++) {
+      const t = ((hashes[i] ?? 0) & 255) + 1;
+      starts[t] = (starts[t] ?? 0) + 1;
+    }
+    for (let t = 0; t < 256; t++) starts[t + 1] = (starts[t + 1] ?? 0) + (starts[t] ?? 0);
+    const next = starts.slice(0, 256);
+    const order = new Uint32Array(count);
+    for (let i = 0; i < count; i++) {
+      const t = (hashes[i] ?? 0) & 255;
+      const at = next[t] ?? 0;
+      order[at] = i;
+      next[t] = at + 1;
+    }
+
+    let pos = this.pos;
+    for (let t = 0; t < 256; t++) {
+      const first = starts[t] ?? 0;
+      const last = starts[t + 1] ?? 0;
+      const slots = (last - first) * 2;
+      out.writeUInt32LE(pos, t * 8);
+      out.writeUInt32LE(slots, t * 8 + 4);
+      for (let r = first; r < last; r++) {
+        const i = order[r] ?? 0;
+        const hash = hashes[i] ?? 0;
+        let slot = (hash >>> 8) % slots;
+        // A free slot's record position is 0 (Buffer.alloc): no record lives inside the TOC.
+        while (out.readUInt32LE(pos + slot * 8 + 4) !== 0) slot = (slot + 1) % slots;
+        out.writeUInt32LE(hash, pos + slot * 8);
+        out.writeUInt32LE(positions[i] ?? 0, pos + slot * 8 + 4);
+      }
+      pos += slots * 8;
+    }
+    return out.subarray(0, pos);
+  }
+}
+
+/**
+ * Writes `path` (a new file in a private build directory) as postmap cdb:TEXT would. The lines
+ * are read as postmapRecords reads them, straight into the builder.
+ */
+export async function writeCdb(text: string, path: string, mode: number): Promise<void> {
+  const lines = countLines(text);
+  const table = new CdbBuilder(lines, Buffer.byteLength(text));
+  eachRecord(text, (key, value) => table.add(key, value));
+  const handle = await open(path, "wx", mode);
+  try {
+    await handle.writeFile(table.finish());
+  } finally {
+    await handle.close();
+  }
+}
+
+function countLines(text: string): number {
+  let count = 1;
+  for (let at = text.indexOf("\n"); at !== -1; at = text.indexOf("\n", at + 1)) count++;
+  return count;
+}
