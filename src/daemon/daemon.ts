@@ -31,6 +31,10 @@ interface Counts {
 
 // After a failed map write, retry this often until one succeeds.
 const MAP_RETRY_MS = 10_000;
+// READY and the stop wait this long at most for a database or restart command, then go on
+// (READY) or kill it (stop): a hung command never holds up systemd.
+const START_WAIT_MS = 5_000;
+const STOP_WAIT_MS = 3_000;
 // Rejections worth a warning: someone is trying something.
 const SUSPICIOUS = new Set(["spoof", "ambiguous"]);
 
@@ -55,6 +59,8 @@ export class Daemon {
   private refreshing: { again: boolean } | undefined;
   // Start, reload and stop run one at a time, in the order they were asked for.
   private lifecycle: Promise<unknown> = Promise.resolve();
+  /** Set as soon as a stop is asked for: no retry is scheduled, and no READY sent, after it. */
+  private stopping = false;
 
   constructor(private readonly options: DaemonOptions) {
     this.expiry = new ExpiryTimer(
@@ -75,6 +81,7 @@ export class Daemon {
         await components.store.close();
         throw error;
       }
+      if (this.stopping) return;
       this.startWatchdog();
       this.options.notifier.send({ READY: "1", STATUS: this.status() });
     });
@@ -109,7 +116,8 @@ export class Daemon {
       }
       const previous = this.current;
       await previous?.reader.stop();
-      await previous?.relay.settled();
+      // The new configuration writes the whole map again: a command still running is not waited for.
+      await previous?.relay.stop(STOP_WAIT_MS);
       this.counts.reloadError = undefined;
       // Closed first: it leaves the state it knew for the new store, should Redis not answer.
       await previous?.store.close();
@@ -129,11 +137,16 @@ export class Daemon {
 
   /** SIGTERM: finish the batch in flight, persist the reader's position, stop the timers. */
   stop(): Promise<void> {
+    // Also before READY: the start under way finishes first (serial), then this stop.
+    this.stopping = true;
+    clearTimeout(this.mapRetry);
     return this.serial(async () => {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
+      clearTimeout(this.mapRetry);
       await this.current?.reader.stop();
-      // A database build under way finishes, so the database matches the text when we exit.
-      await this.current?.relay.settled();
+      // A database build under way may finish, so the database matches the text when we exit;
+      // a hung one is killed (the next start rebuilds the database from the newer text).
+      await this.current?.relay.stop(STOP_WAIT_MS);
       this.unwatch?.();
       if (this.policy) {
         const p = this.policy.server.stats();
@@ -184,8 +197,9 @@ export class Daemon {
     await next.store.opened();
     this.unwatch?.();
     this.current = next;
-    // READY=1 follows: the map and its database are both in place by then.
-    await this.change(() => next.relay.expire(), true);
+    // READY=1 follows: the map and its database are both in place by then, or the database
+    // command has had START_WAIT_MS and goes on in the background.
+    await this.change(() => next.relay.expire(), START_WAIT_MS);
     this.unwatch = next.store.watch(() => this.refresh());
     // The store may have learnt its state between opened() and the watch (Redis answering late).
     this.refresh();
@@ -294,7 +308,7 @@ export class Daemon {
    */
   private async change<T>(
     operation: () => Promise<RelayChange<T>>,
-    waitForDatabase = false,
+    waitForDatabaseMs = 0,
   ): Promise<void> {
     try {
       const change = await operation();
@@ -304,7 +318,17 @@ export class Daemon {
         () => this.mapWritten(),
         (error: unknown) => this.mapFailed(error),
       );
-      if (waitForDatabase) await database;
+      if (database && waitForDatabaseMs > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<"late">((resolve) => {
+          timer = setTimeout(() => resolve("late"), waitForDatabaseMs);
+        });
+        if ((await Promise.race([database, late])) === "late")
+          this.options.log.warning(
+            `map: the database command still runs after ${waitForDatabaseMs / 1000} s; going on without waiting for it`,
+          );
+        clearTimeout(timer);
+      }
     } catch (error) {
       this.mapFailed(error);
     }
@@ -313,9 +337,15 @@ export class Daemon {
   /** A failed map write leaves the spool change durable; it is retried until one succeeds. */
   private mapFailed(error: unknown): void {
     if (!(error instanceof MapWriteError)) throw error;
+    // The spool holds the change: the policy service and the expiry timer follow it.
+    if (error.state) {
+      this.live = error.state.live;
+      this.expiry.schedule(error.state.nextExpiry);
+    }
     this.counts.mapError = error.message;
     this.publishStatus();
     clearTimeout(this.mapRetry);
+    if (this.stopping) return;
     this.mapRetry = setTimeout(() => {
       const current = this.current;
       if (!current) return;

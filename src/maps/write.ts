@@ -26,7 +26,7 @@ import { mapAddresses, renderAddresses } from "./render.js";
 import { type ResolvedMap, resolveMap, validateMapConfig } from "./resolve.js";
 import { MapConfigError } from "./settings.js";
 import { tcprulesProgram, tcprulesReadsIpv6 } from "./tcprules.js";
-import { makeTempDir, removeStaleTempDirs } from "./tempdirs.js";
+import { isTempDirName, makeTempDir, removeStaleTempDirs } from "./tempdirs.js";
 
 /** The MTA reads the map as its own user. */
 const MODE = 0o644;
@@ -74,9 +74,18 @@ export interface DatabaseJob {
   readonly built: string;
   /** The live text map this database is for: built only while it is still the live one. */
   readonly textIno: bigint;
+  /**
+   * Every text a writer stages is newer than the live map and than every text staged before
+   * it, by this stamp: what is in place tells whether this job was superseded.
+   */
   readonly textMtimeNs: bigint;
   /** The text was replaced by this write (not only its database found stale). */
   readonly published: boolean;
+  /**
+   * A site's own map.command, whose products poprelay cannot name: the text is put in place
+   * after the database, by buildDatabase, unless a newer text is in place by then.
+   */
+  readonly publishText: boolean;
   /** A link to the text map that was live before, to put back when the database fails. */
   readonly previous: string | undefined;
   readonly log: Logger;
@@ -116,7 +125,9 @@ export async function writeMap(
  * the text is newer than it (the text's mtime is kept above the database's for that), so a
  * writer killed between the two is noticed by the next one, which rebuilds the database.
  * A site's own map.command, whose products are unknown, keeps the old order: database first,
- * then the text, all in this call.
+ * then the text, both in buildDatabase. Either way no command runs in this call, which runs
+ * under the spool's lock: a slow or hung command never holds up a login. The restart command
+ * also runs later, in buildDatabase.
  */
 export async function stageMap(
   entries: readonly SpoolEntry[],
@@ -169,11 +180,21 @@ export async function stageMap(
     const built = join(temp, name);
     const job = (
       fields: Pick<DatabaseJob, "textIno" | "textMtimeNs" | "published" | "previous">,
+      publishText = false,
     ) => {
       handedOver = true;
       return {
         result,
-        job: { ...fields, result, resolved, temp, built, log, timeoutMs: options.timeoutMs },
+        job: {
+          ...fields,
+          publishText,
+          result,
+          resolved,
+          temp,
+          built,
+          log,
+          timeoutMs: options.timeoutMs,
+        },
       };
     };
     if (resolved.command !== null && resolved.products !== null) {
@@ -204,39 +225,49 @@ export async function stageMap(
       result.changed = true;
       return job({ ...written, published: true, previous });
     }
+    if (resolved.command !== null) {
+      // Newer than the live text and than every text staged but not yet in place.
+      let newest = live.text?.mtimeNs ?? 0n;
+      const staged = await newestStaged(dir, name, temp);
+      if (staged > newest) newest = staged;
+      const written = await writeSynced(built, text, newest);
+      return job({ ...written, published: false, previous: undefined }, true);
+    }
 
     await writeSynced(built, text, undefined);
-    if (resolved.command !== null) {
-      await runCommand(
-        resolved.command,
-        { r: built, m: resolved.mta },
-        { timeoutMs: options.timeoutMs, cwd: temp },
-      );
-    }
-    // Database files first, the text last: a writer killed in between leaves a text map that
-    // differs from the new one, so the next write builds everything again.
-    for (const product of await productsIn(temp, name)) {
-      await settle(join(temp, product), join(dir, product));
-      result.products.push(join(dir, product));
-    }
     await rename(built, file);
     await syncDirectory(dir);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    // Only a failed rename in the map's own directory gets past the first product.
-    const what =
-      result.products.length === 0
-        ? "not updated, the previous map is left in place"
-        : `partly updated (${result.products.join(", ")} replaced), the next write rebuilds it`;
-    log.error(`map: ${file} ${what}: ${reason}`);
-    throw new Error(`map ${file} ${what}: ${reason}`, { cause: error });
+    log.error(`map: ${file} not updated, the previous map is left in place: ${reason}`);
+    throw new Error(`map ${file} not updated, the previous map is left in place: ${reason}`, {
+      cause: error,
+    });
   } finally {
     if (!handedOver) await rm(temp, { recursive: true, force: true });
   }
   result.changed = true;
   log.info(`map: wrote ${file} (${addresses.length} addresses)`);
-  await restart(result, resolved, options.timeoutMs, log);
-  return { result };
+  if (resolved.restart === null) return { result };
+  // Only the restart command is left, for buildDatabase to run outside the lock.
+  const st = await stat(file, { bigint: true });
+  const restartTemp = await makeTempDir(dir);
+  return {
+    result,
+    job: {
+      result,
+      resolved,
+      temp: restartTemp,
+      built: file,
+      textIno: st.ino,
+      textMtimeNs: st.mtimeNs,
+      published: true,
+      publishText: false,
+      previous: undefined,
+      log,
+      timeoutMs: options.timeoutMs,
+    },
+  };
 }
 
 export interface BuildOptions {
@@ -248,12 +279,15 @@ export interface BuildOptions {
   lock?: MapLock;
   /** Put the previous text map back when the database cannot be built (writeMap). */
   rollback?: boolean;
+  /** Aborting kills the running command (a newer write supersedes this one, or a stop). */
+  signal?: AbortSignal;
 }
 
 /**
  * Builds the database of a staged text map in its private directory and renames it into place,
  * then runs the restart command. When another writer has replaced the text meanwhile, the
- * database is dropped instead: that writer builds its own, newer one.
+ * database is dropped instead: that writer builds its own, newer one. With publishText (a
+ * site's own command) the text follows its database under the same lock.
  */
 export async function buildDatabase(
   job: DatabaseJob,
@@ -265,37 +299,46 @@ export async function buildDatabase(
   const name = basename(file);
   const result: MapWriteResult = { ...job.result, products: [] };
   const lock = options.lock ?? unlocked;
+  const run = { timeoutMs: job.timeoutMs, signal: options.signal };
   let superseded = false;
   try {
-    if (resolved.command === null) throw new Error("no database command");
-    await runCommand(
-      resolved.command,
-      { r: built, m: resolved.mta },
-      { timeoutMs: job.timeoutMs, cwd: temp },
-    );
-    const products = await productsIn(temp, name);
-    for (const product of products) await finish(join(temp, product), job.textMtimeNs);
-    await lock(async () => {
-      // Each database carries its text's mtime, and texts are ever newer: a database from the
-      // same or a newer text in place means another build got there first. An older one is
-      // replaced even when a newer text is out already: its own build follows.
-      for (const product of products) {
-        const live = await stat(join(dir, product), { bigint: true }).catch(() => undefined);
-        if (live && live.mtimeNs >= job.textMtimeNs) superseded = true;
-      }
-      if (superseded) return;
-      for (const product of products) {
-        await rename(join(temp, product), join(dir, product));
-        result.products.push(join(dir, product));
-      }
-      await syncDirectory(dir);
-    });
+    if (resolved.command !== null) {
+      await runCommand(resolved.command, { r: built, m: resolved.mta }, { ...run, cwd: temp });
+      const products = await productsIn(temp, name);
+      for (const product of products) await finish(join(temp, product), job.textMtimeNs);
+      await lock(async () => {
+        if (job.publishText) {
+          // Texts staged later are newer: one in place means this one is superseded.
+          const live = await stat(file, { bigint: true }).catch(() => undefined);
+          superseded = live !== undefined && live.mtimeNs > job.textMtimeNs;
+        } else {
+          // Each database carries its text's mtime, and texts are ever newer: a database from
+          // the same or a newer text in place means another build got there first. An older one
+          // is replaced even when a newer text is out already: its own build follows.
+          for (const product of products) {
+            const live = await stat(join(dir, product), { bigint: true }).catch(() => undefined);
+            if (live && live.mtimeNs >= job.textMtimeNs) superseded = true;
+          }
+        }
+        if (superseded) return;
+        for (const product of products) {
+          await rename(join(temp, product), join(dir, product));
+          result.products.push(join(dir, product));
+        }
+        // Database files first, the text last: a writer killed in between leaves a text map
+        // that differs from the new one, so the next write builds everything again.
+        if (job.publishText) await rename(built, file);
+        await syncDirectory(dir);
+      });
+    }
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     let what: string;
     if (result.products.length > 0) {
       what = `partly updated (${result.products.join(", ")} replaced), the next write rebuilds it`;
-    } else if (options.rollback && job.published && (await putBack(job, file))) {
+    } else if (job.publishText) {
+      what = "not updated, the previous map is left in place";
+    } else if (options.rollback && job.published && (await lock(() => putBack(job, file)))) {
       what = "not updated, the previous map is left in place";
     } else if (job.published) {
       what = "updated, but not its database: the next write rebuilds it";
@@ -312,8 +355,8 @@ export async function buildDatabase(
     return result;
   }
   result.changed = true;
-  log.info(`map: wrote ${file} (${result.entries} addresses)`);
-  await restart(result, resolved, job.timeoutMs, log);
+  if (resolved.command !== null) log.info(`map: wrote ${file} (${result.entries} addresses)`);
+  await restart(result, resolved, run, log);
   return result;
 }
 
@@ -334,13 +377,13 @@ async function putBack(job: DatabaseJob, file: string): Promise<boolean> {
 async function restart(
   result: MapWriteResult,
   resolved: ResolvedMap,
-  timeoutMs: number | undefined,
+  run: { timeoutMs: number | undefined; signal: AbortSignal | undefined },
   log: Logger,
 ): Promise<void> {
   if (resolved.restart === null) return;
   const file = result.file;
   try {
-    await runCommand(resolved.restart, { r: file, m: resolved.mta }, { timeoutMs });
+    await runCommand(resolved.restart, { r: file, m: resolved.mta }, run);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     log.error(`map: ${file} written, but the restart command failed: ${reason}`);
@@ -410,6 +453,21 @@ async function liveState(file: string, text: string, resolved: ResolvedMap): Pro
   return state;
 }
 
+/**
+ * The newest text staged in another writer's build directory beside the map (0 when none):
+ * those not yet in place, whose command still runs.
+ */
+async function newestStaged(dir: string, name: string, own: string): Promise<bigint> {
+  let newest = 0n;
+  for (const entry of await readdir(dir)) {
+    const path = join(dir, entry);
+    if (!isTempDirName(entry) || path === own) continue;
+    const st = await stat(join(path, name), { bigint: true }).catch(() => undefined);
+    if (st && st.mtimeNs > newest) newest = st.mtimeNs;
+  }
+  return newest;
+}
+
 /** What the command left beside the text map: `<name>.*`. */
 async function productsIn(temp: string, name: string): Promise<string[]> {
   const found = await readdir(temp, { withFileTypes: true });
@@ -464,12 +522,6 @@ async function finish(path: string, textMtimeNs: bigint | undefined): Promise<vo
   } finally {
     await handle.close();
   }
-}
-
-/** Makes a built file durable and readable by the MTA, then renames it into place. */
-async function settle(from: string, to: string): Promise<void> {
-  await finish(from, undefined);
-  await rename(from, to);
 }
 
 function named(addresses: readonly string[]): string {
