@@ -57,8 +57,9 @@ export function parseTrustRule(rule: string): Record<string, string> {
 
 convict.addFormats({
   duration: {
+    // Every spelling through the same parser, so the same bounds hold for each.
     validate: (value: unknown) => {
-      if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) parseDuration(value);
+      parseDuration(value);
     },
     // Convict coerces while loading, before validation: leave bad values for validate to report.
     coerce: (value: unknown) => {
@@ -94,7 +95,7 @@ convict.addFormats({
   },
   "positive-integer": {
     validate: (value: unknown) => {
-      if (typeof value !== "number" || !Number.isInteger(value) || value < 1)
+      if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1)
         throw new TypeError("must be a whole number, 1 or more");
     },
   },
