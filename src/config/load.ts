@@ -1,7 +1,15 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import convict from "convict";
-import { type Document, isPair, isScalar, LineCounter, parseDocument, stringify, visit } from "yaml";
+import {
+  type Document,
+  isPair,
+  isScalar,
+  LineCounter,
+  parseDocument,
+  stringify,
+  visit,
+} from "yaml";
 import { validateMapConfig } from "../maps/settings.js";
 import { validateSpoolPaths } from "../spool/open.js";
 import { redactRedisUrl } from "../spool/redis/address.js";
