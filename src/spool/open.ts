@@ -36,6 +36,12 @@ export async function openSpoolStore(
             }),
             limit: config.spool.redis.backlog,
             lastKnown: join(config.state.directory, `${follower}.redis-state`),
+            granted: new FileSpoolStore({
+              directory: join(config.state.directory, `${follower}.granted`),
+              legacyPeriod,
+              log,
+            }),
+            stateIdFile: join(config.state.directory, `${follower}.redis-state-id`),
           },
   });
 }
