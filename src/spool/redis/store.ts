@@ -111,6 +111,8 @@ export class RedisSpoolStore implements SpoolStore {
   /** The id of the Redis state `state` was read from; undefined before the first full read. */
   private stateId: string | undefined;
   private stateCheck: NodeJS.Timeout | undefined;
+  /** Entries a lost state held, kept here until they expire, are revoked, or Redis has them. */
+  private readonly kept = new Map<string, SpoolEntry>();
 
   constructor(private readonly options: RedisSpoolOptions) {
     const { redis } = options;
@@ -476,21 +478,22 @@ export class RedisSpoolStore implements SpoolStore {
         previous !== undefined &&
         ((this.stateId !== undefined && this.stateId !== snapshot.stateId) ||
           snapshot.version < this.version);
-      let entries = snapshot.entries;
+      const now = Date.now();
+      const read = new Set(snapshot.entries.map((e) => e.ip));
       if (lost) {
-        // Not adopted as it is: what this host knew stays until it expires, while the hosts
-        // that granted it publish it again.
-        const now = Date.now();
-        const read = new Set(entries.map((e) => e.ip));
-        const kept = previous.list().filter((e) => e.expires > now && !read.has(e.ip));
-        entries = [...entries, ...kept];
+        // Not adopted as it is: what this host knew stays until it expires (or is revoked),
+        // while the hosts that granted it publish it again.
+        const lostEntries = previous.list().filter((e) => e.expires > now && !read.has(e.ip));
+        for (const entry of lostEntries) this.kept.set(entry.ip, entry);
         this.options.log.warning(
-          `${this.where} came back with another state (version ${snapshot.version}, was ${this.version}): restarted without persistence, an empty replica or FLUSHDB; the ${kept.length} entries it lost are kept here until they expire`,
+          `${this.where} came back with another state (version ${snapshot.version}, was ${this.version}): restarted without persistence, an empty replica or FLUSHDB; the ${lostEntries.length} entries it lost are kept here until they expire`,
         );
       } else if (!republished) {
         await this.forgetRevoked(backlog, snapshot.entries);
       }
-      this.state = new SortedEntries(entries);
+      for (const [ip, entry] of this.kept)
+        if (read.has(ip) || entry.expires <= now) this.kept.delete(ip);
+      this.state = new SortedEntries([...snapshot.entries, ...this.kept.values()]);
       this.version = snapshot.version;
       this.stateId = snapshot.stateId;
       for (const message of buffered) this.apply(message);
@@ -668,7 +671,10 @@ export class RedisSpoolStore implements SpoolStore {
     if (message.op === "put") {
       for (const entry of message.entries) state.set(entry);
     } else {
-      for (const ip of message.ips) state.delete(ip);
+      for (const ip of message.ips) {
+        state.delete(ip);
+        this.kept.delete(ip);
+      }
       // Revoked (poprelay remove, wipe): not one to publish again.
       this.options.follow?.granted
         .remove(message.ips)
