@@ -59,6 +59,7 @@ export interface RelayStateOptions {
 export class RelayState {
   private readonly builder: DatabaseBuilder;
   private readonly defer: boolean;
+  private durable: ((live: SpoolEntry[]) => void) | undefined;
 
   constructor(
     private readonly store: SpoolStore,
@@ -101,6 +102,14 @@ export class RelayState {
     return this.change(async () => undefined, true);
   }
 
+  /**
+   * Calls `listener` with the live entries as soon as each change is durable in the spool,
+   * before the map is written: the policy service answers from that, whatever the map does.
+   */
+  onDurable(listener: (live: SpoolEntry[]) => void): void {
+    this.durable = listener;
+  }
+
   entries(): Promise<SpoolEntry[]> {
     return this.store.list();
   }
@@ -123,6 +132,7 @@ export class RelayState {
       const result = await operation();
       const now = this.clock();
       const live = (await this.store.list()).filter((e) => e.expires > now);
+      this.durable?.(live);
       const nextExpiry = live.reduce<number | undefined>(
         (min, e) => (min === undefined || e.expires < min ? e.expires : min),
         undefined,
@@ -199,6 +209,10 @@ class DatabaseBuilder {
   ) {}
 
   request(job: DatabaseJob): Promise<MapWriteResult> {
+    if (this.stopped) {
+      void discard(job);
+      return Promise.reject(new MapWriteError(new Error("not built: stopping")));
+    }
     const outcome = new Promise<MapWriteResult>((resolve, reject) => {
       const waiter = { resolve, reject };
       // A database found stale while a build for the same live text is under way or waiting
@@ -224,6 +238,7 @@ class DatabaseBuilder {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** From now on no command starts; the running one gets `graceMs`, then is killed. */
   async stop(graceMs: number): Promise<void> {
     this.stopped = true;
     const next = this.next;

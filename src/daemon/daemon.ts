@@ -143,10 +143,12 @@ export class Daemon {
     return this.serial(async () => {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
       clearTimeout(this.mapRetry);
+      // No command starts from here, not even for the batch the reader finishes: its logins
+      // are durable in the spool, and the next start writes their map. A database build under
+      // way may finish, so the database matches the text when we exit; a hung one is killed.
+      const commands = this.current?.relay.stop(STOP_WAIT_MS);
       await this.current?.reader.stop();
-      // A database build under way may finish, so the database matches the text when we exit;
-      // a hung one is killed (the next start rebuilds the database from the newer text).
-      await this.current?.relay.stop(STOP_WAIT_MS);
+      await commands;
       this.unwatch?.();
       if (this.policy) {
         const p = this.policy.server.stats();
@@ -197,6 +199,9 @@ export class Daemon {
     await next.store.opened();
     this.unwatch?.();
     this.current = next;
+    next.relay.onDurable((live) => {
+      if (this.current === next) this.live = live;
+    });
     // READY=1 follows: the map and its database are both in place by then, or the database
     // command has had START_WAIT_MS and goes on in the background.
     await this.change(() => next.relay.expire(), START_WAIT_MS);

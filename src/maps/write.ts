@@ -145,7 +145,10 @@ export async function stageMap(
 
   // Checked before anything touches the disk: a bad entry writes nothing.
   let addresses = mapAddresses(entries);
-  const staticText = await readStatic(resolved.static);
+  const staticText = await readStatic(resolved.static).catch((error: Error) => {
+    log.error(`map: ${file} not updated, the previous map is left in place: ${error.message}`);
+    throw error;
+  });
   await mkdir(dir, { recursive: true, mode: 0o755 });
 
   const ipv6 = addresses.filter((ip) => ip.family === 6);
