@@ -4,7 +4,7 @@ import { appendFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promis
 import { connect } from "node:net";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
-import { CLI, scratch } from "./helpers.js";
+import { CLI, processRunning, scratch } from "./helpers.js";
 import { startDaemon } from "./support/daemon.js";
 import { waitFor } from "./support/dovecot.js";
 import {
@@ -97,15 +97,6 @@ async function pidsIn(file: string): Promise<number[]> {
   return (await readFile(file, "utf8").catch(() => "")).split("\n").filter(Boolean).map(Number);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe("commands never block logins, READY or the stop", { timeout: 120_000 }, () => {
   const commands = [
     ["a hung map.command", (pids: string) => `echo $$ >> ${pids}; exec sleep 1000`],
@@ -141,7 +132,7 @@ describe("commands never block logins, READY or the stop", { timeout: 120_000 },
       assert.equal(pids.length, before, "no command starts after SIGTERM");
       // Killed with their process group: nothing the commands started is left running.
       await waitFor("every command's processes to be gone", () =>
-        pids.every((pid) => !alive(pid)) ? true : undefined,
+        pids.every((pid) => !processRunning(pid)) ? true : undefined,
       );
       assert.doesNotMatch(daemon.log(), /EISDIR|uncaught|TypeError/);
     });
@@ -160,7 +151,7 @@ describe("commands never block logins, READY or the stop", { timeout: 120_000 },
     assert.equal(await daemon.stop(), 0, daemon.log());
     assert.match(daemon.log(), /SIGTERM: stopping/);
     assert.doesNotMatch(daemon.log(), /running \(notify/);
-    for (const pid of await pidsIn(setup.pids)) assert.equal(alive(pid), false);
+    for (const pid of await pidsIn(setup.pids)) assert.equal(processRunning(pid), false);
   });
 });
 
