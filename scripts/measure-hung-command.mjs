@@ -18,7 +18,7 @@ const line = (ip) => {
   const m = t.toLocaleString("en-US", { month: "short" });
   return `${m} ${String(t.getDate()).padStart(2, " ")} ${t.toTimeString().slice(0, 8)} pop3-login: Info: Login: user=<u>, method=PLAIN, rip=${ip}, lip=127.0.0.1, mpid=1, session=<t>\n`;
 };
-const sec = (ms) => (ms / 1000).toFixed(1) + " s";
+const sec = (ms) => `${(ms / 1000).toFixed(1)} s`;
 const wait = async (what, fn, limit = 600_000) => {
   const t0 = Date.now();
   while (!fn()) {
@@ -57,7 +57,7 @@ await wait("add", () => addDone !== undefined);
 console.log(`poprelay add took: ${addDone ? sec(addDone - ta) : "?"}`);
 appendFileSync(log, line("192.0.2.3"));
 await new Promise((r) => setTimeout(r, 1000));
-const ts = Date.now();
+const _ts = Date.now();
 d.kill("SIGTERM");
 const stop = await wait("exit", () => exited);
 console.log(`SIGTERM -> exit: ${stop}`);
