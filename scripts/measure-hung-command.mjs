@@ -57,7 +57,6 @@ await wait("add", () => addDone !== undefined);
 console.log(`poprelay add took: ${addDone ? sec(addDone - ta) : "?"}`);
 appendFileSync(log, line("192.0.2.3"));
 await new Promise((r) => setTimeout(r, 1000));
-const _ts = Date.now();
 d.kill("SIGTERM");
 const stop = await wait("exit", () => exited);
 console.log(`SIGTERM -> exit: ${stop}`);
