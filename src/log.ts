@@ -24,7 +24,7 @@ export interface LoggerOptions {
 export function createLogger(options: LoggerOptions = {}): Logger {
   const max = PRIORITY[options.level ?? "info"];
   const journal = options.journal ?? stderrIsJournal();
-  const write = options.write ?? ((line: string) => process.stderr.write(line));
+  const write = options.write ?? writeStderr;
   const emit = (level: Level) => (message: string) => {
     const priority = PRIORITY[level];
     if (priority > max) return;
@@ -41,6 +41,25 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     info: emit("info"),
     debug: emit("debug"),
   };
+}
+
+let stderrGuarded = false;
+
+/**
+ * Writes to stderr, never throwing: when the reader of the log went away (EPIPE: journald
+ * restarted, a pipe closed), a log line is lost, not the daemon. The stream reports such a
+ * failure as an 'error' event, which would end the process if nobody listened.
+ */
+function writeStderr(line: string): void {
+  if (!stderrGuarded) {
+    stderrGuarded = true;
+    process.stderr.on("error", () => {});
+  }
+  try {
+    process.stderr.write(line);
+  } catch {
+    // Nowhere left to say it.
+  }
 }
 
 /**

@@ -7,7 +7,6 @@ import {
   type MapWriteResult,
   type StagedMap,
   stageMap,
-  writeMap,
 } from "./maps/write.js";
 import type { SessionPlan } from "./spool/sessions.js";
 import type { SpoolEntry, SpoolStore } from "./spool/types.js";
@@ -29,7 +28,11 @@ export interface RelayChange<T> {
 
 /** The spool change is durable, but the map could not be written (the old one stands). */
 export class MapWriteError extends Error {
-  constructor(cause: Error) {
+  constructor(
+    cause: Error,
+    /** The spool's live entries after the change: what the map should have held. */
+    readonly state?: Pick<RelayChange<unknown>, "live" | "nextExpiry">,
+  ) {
     super(cause.message, { cause });
     this.name = "MapWriteError";
   }
@@ -37,10 +40,12 @@ export class MapWriteError extends Error {
 
 export interface RelayStateOptions {
   /**
-   * Return once the spool change is durable and the text map is in place, and build the
-   * database (postmap, makemap) after the lock is released, one build at a time, the builds
-   * asked for meanwhile coalesced into one from the newest text. The daemon does this, so that
-   * a login is never held up by the database build of the one before it.
+   * Return once the spool change is durable and the text map is in place, and let the database
+   * (postmap, makemap) and the restart command follow: the daemon does this, so that a login is
+   * never held up by the database build of the one before it. Without it (the command line),
+   * each change waits for its database, and puts the previous text back when it fails. Either
+   * way the commands run after the spool's lock is released, one build at a time, the builds
+   * asked for meanwhile coalesced into one from the newest text.
    */
   deferDatabase?: boolean;
 }
@@ -53,7 +58,9 @@ export interface RelayStateOptions {
  * live one: a writer that replaced the text builds the database for it.
  */
 export class RelayState {
-  private readonly builder: DatabaseBuilder | undefined;
+  private readonly builder: DatabaseBuilder;
+  private readonly defer: boolean;
+  private durable: ((live: SpoolEntry[]) => void) | undefined;
 
   constructor(
     private readonly store: SpoolStore,
@@ -62,8 +69,8 @@ export class RelayState {
     private readonly clock: () => number = Date.now,
     options: RelayStateOptions = {},
   ) {
-    if (options.deferDatabase)
-      this.builder = new DatabaseBuilder((fn) => this.store.exclusive(fn), log);
+    this.defer = options.deferDatabase === true;
+    this.builder = new DatabaseBuilder((fn) => this.store.exclusive(fn), log, !this.defer);
   }
 
   /** Grants relay to these logins (seed: addRelayAddress). */
@@ -122,13 +129,29 @@ export class RelayState {
     return this.change(async () => undefined, true);
   }
 
+  /**
+   * Calls `listener` with the live entries as soon as each change is durable in the spool,
+   * before the map is written: the policy service answers from that, whatever the map does.
+   */
+  onDurable(listener: (live: SpoolEntry[]) => void): void {
+    this.durable = listener;
+  }
+
   entries(): Promise<SpoolEntry[]> {
     return this.store.list();
   }
 
   /** Resolves when no deferred database build is running or waiting. */
   settled(): Promise<void> {
-    return this.builder?.idle() ?? Promise.resolve();
+    return this.builder.idle();
+  }
+
+  /**
+   * No command starts from now on; the one running may finish within `graceMs`, then its
+   * process group is killed. The next start (or the cleanup timer) rebuilds what is missing.
+   */
+  stop(graceMs: number): Promise<void> {
+    return this.builder.stop(graceMs);
   }
 
   private async change<T>(operation: () => Promise<T>, force = false): Promise<RelayChange<T>> {
@@ -136,6 +159,11 @@ export class RelayState {
       const result = await operation();
       const now = this.clock();
       const live = (await this.store.list()).filter((e) => e.expires > now);
+      this.durable?.(live);
+      const nextExpiry = live.reduce<number | undefined>(
+        (min, e) => (min === undefined || e.expires < min ? e.expires : min),
+        undefined,
+      );
       let staged: StagedMap;
       try {
         if (!this.store.known() || this.map.mta === "none") {
@@ -143,26 +171,28 @@ export class RelayState {
           staged = {
             result: { changed: false, entries: live.length, file: this.map.file, products: [] },
           };
-        } else if (this.builder) {
-          staged = await stageMap(live, this.map, { force, log: this.log });
         } else {
-          staged = { result: await writeMap(live, this.map, { force, log: this.log }) };
+          staged = await stageMap(live, this.map, { force, log: this.log }, !this.defer);
         }
       } catch (error) {
-        throw new MapWriteError(error as Error);
+        // The spool change is durable all the same: its entries are the state to answer from.
+        throw new MapWriteError(error as Error, { live, nextExpiry });
       }
-      const nextExpiry = live.reduce<number | undefined>(
-        (min, e) => (min === undefined || e.expires < min ? e.expires : min),
-        undefined,
-      );
       return { result, staged, live, nextExpiry };
     });
     const { result, staged, live, nextExpiry } = change;
     const relay: RelayChange<T> = { result, map: staged.result, live, nextExpiry };
-    if (staged.job && this.builder) {
+    if (staged.job) {
       relay.database = this.builder.request(staged.job);
       // The build logs its own failure; a caller that does not wait for it must not crash.
       relay.database.catch(() => undefined);
+      if (!this.defer) {
+        try {
+          relay.map = await relay.database;
+        } catch (error) {
+          throw new MapWriteError(error as Error, { live, nextExpiry });
+        }
+      }
     }
     return relay;
   }
@@ -173,28 +203,49 @@ interface Waiter {
   reject: (error: Error) => void;
 }
 
+interface Build {
+  job: DatabaseJob;
+  waiters: Waiter[];
+}
+
+/**
+ * A running build is killed when a newer one waits and it has run this long, or this many
+ * times its last good build, whichever is longer: a hung command gives way to the next write,
+ * and a slow but working one is not starved by a stream of logins.
+ */
+const SUPERSEDE_AFTER_MS = 5_000;
+const SUPERSEDE_FACTOR = 3;
+
 /**
  * One database build at a time. Jobs asked for while one runs wait as one: only the newest is
  * built (its text holds every change before it), and every waiter gets its outcome.
  */
 class DatabaseBuilder {
   private running: Promise<void> | undefined;
-  private current: { job: DatabaseJob; waiters: Waiter[] } | undefined;
-  private next: { job: DatabaseJob; waiters: Waiter[] } | undefined;
+  private current: (Build & { abort: AbortController; since: number }) | undefined;
+  private next: Build | undefined;
   private idleWaiters: (() => void)[] = [];
+  private supersede: NodeJS.Timeout | undefined;
+  private lastGoodMs = 0;
+  private stopped = false;
 
   constructor(
     private readonly lock: <T>(fn: () => Promise<T>) => Promise<T>,
     private readonly log: Logger,
+    private readonly rollback: boolean,
   ) {}
 
   request(job: DatabaseJob): Promise<MapWriteResult> {
+    if (this.stopped) {
+      void discard(job);
+      return Promise.reject(new MapWriteError(new Error("not built: stopping")));
+    }
     const outcome = new Promise<MapWriteResult>((resolve, reject) => {
       const waiter = { resolve, reject };
       // A database found stale while a build for the same live text is under way or waiting
       // (the text was published, its database not yet in place): that build covers it.
       const same = [this.next, this.current].find((b) => b?.job.textIno === job.textIno);
-      if (!job.published && same) {
+      if (!job.published && !job.publishText && same) {
         void discard(job);
         same.waiters.push(waiter);
       } else if (this.next) {
@@ -205,6 +256,7 @@ class DatabaseBuilder {
       }
     });
     this.start();
+    this.watchCurrent();
     return outcome;
   }
 
@@ -213,30 +265,88 @@ class DatabaseBuilder {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** From now on no command starts; the running one gets `graceMs`, then is killed. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
+    const next = this.next;
+    this.next = undefined;
+    if (next) {
+      void discard(next.job);
+      const error = new MapWriteError(new Error("not built: stopping"));
+      for (const waiter of next.waiters) waiter.reject(error);
+    }
+    const running = this.running;
+    if (!running) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), graceMs);
+    });
+    if ((await Promise.race([running, late])) === "late") {
+      this.log.warning(
+        `map: stopping: the database command still runs after ${graceMs / 1000} s; killed`,
+      );
+      this.current?.abort.abort();
+      await running;
+    }
+    clearTimeout(timer);
+    clearTimeout(this.supersede);
+  }
+
+  /** While a newer build waits, the running one gets its time, then is killed (see above). */
+  private watchCurrent(): void {
+    const current = this.current;
+    if (!current || !this.next || this.supersede) return;
+    const limit = Math.max(SUPERSEDE_AFTER_MS, SUPERSEDE_FACTOR * this.lastGoodMs);
+    this.supersede = setTimeout(
+      () => {
+        this.supersede = undefined;
+        if (this.current !== current || !this.next) return;
+        this.log.warning(
+          `map: the database command has run for ${Math.round((Date.now() - current.since) / 1000)} s; killed, a newer map follows`,
+        );
+        current.abort.abort();
+      },
+      Math.max(0, current.since + limit - Date.now()),
+    );
+  }
+
   private start(): void {
     if (this.running) return;
     const next = this.next;
-    if (!next) {
+    if (!next || this.stopped) {
       for (const resolve of this.idleWaiters.splice(0)) resolve();
       return;
     }
     this.next = undefined;
-    this.current = next;
-    this.running = buildDatabase(next.job, { lock: this.lock })
+    const current = { ...next, abort: new AbortController(), since: Date.now() };
+    this.current = current;
+    this.running = buildDatabase(next.job, {
+      lock: this.lock,
+      rollback: this.rollback,
+      signal: current.abort.signal,
+    })
       .then(
         (result) => {
-          this.current = undefined;
+          this.lastGoodMs = Date.now() - current.since;
           for (const waiter of next.waiters) waiter.resolve(result);
         },
         (error: Error) => {
-          this.current = undefined;
+          // Killed for a newer build: that one's text holds this one's changes too.
+          if (current.abort.signal.aborted && this.next && !this.stopped) {
+            this.next.waiters.push(...next.waiters);
+            return;
+          }
           const failure = new MapWriteError(error);
           for (const waiter of next.waiters) waiter.reject(failure);
         },
       )
       .finally(() => {
+        this.current = undefined;
         this.running = undefined;
+        clearTimeout(this.supersede);
+        this.supersede = undefined;
         this.start();
+        this.watchCurrent();
       });
     this.log.debug(`map: building the database (${next.waiters.length} change(s))`);
   }

@@ -50,6 +50,85 @@ describe("durations", () => {
   }
 });
 
+describe("durations in every spelling, with the same bounds", () => {
+  const cases: [string, RegExp][] = [
+    ["9999999999999999999999", /relay\.period: must be at most 366 days/],
+    ['"9999999999999999999999"', /relay\.period: must be at most 366 days/],
+    ["31708800", /relay\.period: must be at most 366 days/],
+    ["3e3", /:2: relay\.period: 3e3 is read as 3000: write numbers in decimal digits/],
+    ["0x10", /:2: relay\.period: 0x10 is read as 16: write numbers in decimal digits/],
+    ['"3e3"', /relay\.period: must be a duration such as 1800/],
+    ['"0x10"', /relay\.period: must be a duration such as 1800/],
+    ["1.5", /relay\.period: 1\.5 is read as 1\.5/],
+  ];
+  for (const [spelling, reason] of cases) {
+    it(`relay.period: ${spelling} is refused, naming the key`, async () => {
+      const dir = await configDir({ "10.yaml": `relay:\n  period: ${spelling}\n` });
+      const found = await problems(dir);
+      assert.ok(
+        found.some((p) => reason.test(p)),
+        found.join("\n"),
+      );
+    });
+  }
+  it("spool.redis.timeout and instance overrides have the same bound", async () => {
+    const dir = await configDir({
+      "10.yaml":
+        "spool:\n  redis:\n    timeout: 9999999999999999999999\ninstances:\n  x:\n    relay:\n      period: 0x20\n",
+    });
+    const found = (await problems(dir)).join("\n");
+    assert.match(found, /spool\.redis\.timeout: must be at most 366 days/);
+    assert.match(found, /instances\.x\.relay\.period: 0x20 is read as 32/);
+  });
+  it("the largest period is accepted in every plain spelling", async () => {
+    for (const spelling of ["31622400", '"31622400"', "366d", "8784h"]) {
+      const dir = await configDir({ "10.yaml": `relay:\n  period: ${spelling}\n` });
+      assert.equal((await loadConfig(dir)).config.relay.period, 31622400);
+    }
+  });
+});
+
+describe("the spool's directory is its own", () => {
+  for (const [what, yaml, reason] of [
+    [
+      "map.file inside spool.directory",
+      "spool:\n  directory: /srv/spool\nmap:\n  file: /srv/spool/relay\n",
+      /:4: map\.file: \/srv\/spool\/relay is in spool\.directory \(\/srv\/spool\)/,
+    ],
+    [
+      "map.file below spool.directory",
+      "spool:\n  directory: /srv/spool\nmap:\n  file: /srv/spool/maps/relay\n",
+      /map\.file: .* is in spool\.directory/,
+    ],
+    [
+      "state.directory inside spool.directory",
+      "spool:\n  directory: /srv/spool\nstate:\n  directory: /srv/spool/state\n",
+      /:4: state\.directory: \/srv\/spool\/state is in spool\.directory/,
+    ],
+    [
+      "state.directory the same as spool.directory",
+      "spool:\n  directory: /srv/spool\nstate:\n  directory: /srv/spool/\n",
+      /state\.directory: .* is in spool\.directory/,
+    ],
+  ] as const) {
+    it(`refuses ${what}`, async () => {
+      const dir = await configDir({ "10.yaml": yaml });
+      const found = await problems(dir);
+      assert.ok(
+        found.some((p) => reason.test(p)),
+        found.join("\n"),
+      );
+    });
+  }
+  it("accepts the spool below the map's and the state's directory (the defaults' layout)", async () => {
+    const dir = await configDir({
+      "10.yaml":
+        "spool:\n  directory: /srv/p/spool\nstate:\n  directory: /srv/p\nmap:\n  file: /srv/p/relay\n",
+    });
+    assert.deepEqual(await problems(dir), []);
+  });
+});
+
 describe("loading conf.d", () => {
   it("merges files in lexical order, later wins, lists merge by replacement", async () => {
     const dir = await configDir({
@@ -232,7 +311,7 @@ describe("poprelay check", () => {
     const dir = await configDir({ "10.yaml": "relay:\n  period: -1\n" });
     const result = await poprelay(["check"], { POPRELAY_CONFIG_DIR: dir });
     assert.equal(result.code, 1);
-    assert.match(result.stderr, /10\.yaml:2: relay\.period: must be a duration/);
+    assert.match(result.stderr, /10\.yaml:2: relay\.period: must be longer than 0 seconds/);
     assert.doesNotMatch(result.stderr, /at .*\.js:\d+/, "no stack trace");
   });
 

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -78,4 +79,14 @@ export async function mapKeys(map: string): Promise<string[]> {
     .split("\n")
     .filter((l) => l && !l.startsWith("#"))
     .map((l) => (l.split(" ")[0] ?? "").replace(/\/(32|128)$/, ""));
+}
+
+/** A process is running (not gone, not a zombie waiting for its parent to reap it). */
+export function processRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
 }

@@ -3,7 +3,8 @@ import { access, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { CommandError, prepareCommand, runCommand } from "../src/maps/command.js";
-import { scratch } from "./helpers.js";
+import { processRunning, scratch } from "./helpers.js";
+import { waitFor } from "./support/dovecot.js";
 
 const exists = (path: string) =>
   access(path).then(
@@ -97,6 +98,23 @@ describe("runCommand", () => {
       },
     );
     assert.ok(Date.now() - started < 2000);
+  });
+
+  it("does not wait for a child the command left holding its output, and kills it", async () => {
+    const dir = await scratch("poprelay-maps-");
+    const pid = join(dir, "orphan.pid");
+    const output = await runCommand(`sleep 1000 & echo $! > %r; echo done`, { r: pid });
+    assert.equal(output.stdout, "done\n");
+    const orphan = Number(await readFile(pid, "utf8"));
+    await waitFor("the orphan to be killed", () => (processRunning(orphan) ? undefined : true));
+  });
+
+  it("kills the command's process group when aborted", async () => {
+    const abort = new AbortController();
+    const running = runCommand("sleep 1000", {}, { signal: abort.signal });
+    abort.abort();
+    await assert.rejects(running, /killed: superseded by a newer write, or stopping/);
+    await assert.rejects(runCommand("true", {}, { signal: abort.signal }), /not started/);
   });
 
   it("rejects a template with an unknown escape before running anything", async () => {

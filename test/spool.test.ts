@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readdir, readFile, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { memoryLogger } from "../src/log.js";
 import { FileSpoolStore } from "../src/spool/file-store.js";
 import { FileLock } from "../src/spool/lock.js";
 import type { SpoolEntry } from "../src/spool/types.js";
-import { ROOT, scratch } from "./helpers.js";
+import { configDir, poprelay, ROOT, run, scratch } from "./helpers.js";
 
 const T = Date.parse("2026-11-24T10:00:00Z");
 const entry = (ip: string, login = T, user = "alice"): SpoolEntry => ({
@@ -140,6 +140,62 @@ describe("file spool", () => {
       log.lines.join(""),
       /ignoring "255\.255\.255\.255": not a client address.*broadcast/,
     );
+  });
+});
+
+describe("a spool entry that is not a regular file", () => {
+  /** A directory, a FIFO and a symlink named like addresses, beside a real entry. */
+  async function oddSpool() {
+    const { spool, dir, log } = await store();
+    await spool.put([entry("192.0.2.1")]);
+    await mkdir(join(dir, "192.0.2.2"));
+    const fifo = await run("mkfifo", [join(dir, "192.0.2.3")]);
+    assert.equal(fifo.code, 0, fifo.stderr);
+    await writeFile(join(dir, "..target"), JSON.stringify({ ...entry("192.0.2.4") }));
+    await symlink(join(dir, "..target"), join(dir, "192.0.2.4"));
+    return { spool, dir, log };
+  }
+
+  it("is skipped with a warning naming it, and the rest is read", async () => {
+    const { spool, dir, log } = await oddSpool();
+    for (const read of [() => spool.list(), () => spool.exclusive(() => spool.list())]) {
+      log.lines.length = 0;
+      assert.deepEqual(
+        (await read()).map((e) => e.ip),
+        ["192.0.2.1"],
+      );
+      const text = log.lines.join("");
+      assert.match(text, new RegExp(`spool ${join(dir, "192.0.2.2")}: skipped: a directory`));
+      assert.match(text, new RegExp(`spool ${join(dir, "192.0.2.3")}: skipped: a FIFO`));
+      assert.match(text, new RegExp(`spool ${join(dir, "192.0.2.4")}: skipped: a symbolic link`));
+    }
+    // A login for the address of the directory: the others are still kept, and the log says why.
+    const kept = await spool.put([entry("192.0.2.2", T + 1), entry("192.0.2.5")]);
+    assert.deepEqual(
+      kept.map((e) => e.ip),
+      ["192.0.2.5"],
+    );
+    assert.match(log.lines.join(""), /192\.0\.2\.2: not a regular file \(EISDIR\)/);
+    assert.deepEqual(
+      (await spool.removeExpired(T + 3600_000)).map((e) => e.ip),
+      ["192.0.2.1", "192.0.2.5"],
+    );
+  });
+
+  it("fails no command: list, add, clean and generate go on", async () => {
+    const { dir } = await oddSpool();
+    const conf = await configDir({
+      "50.yaml": `spool:\n  directory: ${dir}\nstate:\n  directory: ${join(dir, "..")}\nmap:\n  mta: plain\n  file: ${join(dir, "..", "relay")}\n`,
+    });
+    for (const args of [["list"], ["add", "198.51.100.7"], ["clean"], ["generate"], ["list"]]) {
+      const result = await poprelay([...args, "--config-dir", conf]);
+      assert.equal(result.code, 0, `${args.join(" ")}: ${result.stderr}`);
+      assert.doesNotMatch(result.stderr, /EISDIR/);
+    }
+    const listed = await poprelay(["list", "--config-dir", conf]);
+    assert.match(listed.stdout, /198\.51\.100\.7/);
+    assert.match(listed.stderr, /192\.0\.2\.2: skipped: a directory/);
+    assert.match(await readFile(join(dir, "..", "relay"), "utf8"), /^198\.51\.100\.7$/m);
   });
 });
 

@@ -221,29 +221,41 @@ export const COMMANDS: Record<string, Command> = {
         log,
         notifier,
       });
-      await daemon.start();
-      log.info(`running (notify: ${notifier.via}): ${daemon.status()}`);
-      return new Promise<number>((resolve) => {
-        const stop = (why: string, code = 0) => {
-          log.notice(`${why}: stopping`);
-          daemon.stop().then(
-            () => resolve(code),
-            (error: Error) => {
-              log.error(`stopping: ${error.message}`);
-              resolve(1);
-            },
-          );
-        };
-        process.on("SIGHUP", () => {
-          // A reload that failed halfway left nothing reading: exit, and systemd restarts us.
-          daemon.reload().catch((error: Error) => {
-            log.error(`reload failed halfway: ${error.message}`);
-            stop("reload failed", 1);
-          });
-        });
-        process.once("SIGTERM", () => stop("SIGTERM"));
-        process.once("SIGINT", () => stop("SIGINT"));
+      let stopping = false;
+      let exit: (code: number) => void = () => {};
+      const stopped = new Promise<number>((resolve) => {
+        exit = resolve;
       });
+      const stop = (why: string, code = 0) => {
+        if (stopping) return;
+        stopping = true;
+        log.notice(`${why}: stopping`);
+        daemon.stop().then(
+          () => exit(code),
+          (error: Error) => {
+            log.error(`stopping: ${error.message}`);
+            exit(1);
+          },
+        );
+      };
+      // Before the start: a SIGTERM while starting still stops gracefully, once the start is done.
+      process.on("SIGHUP", () => {
+        // A reload that failed halfway left nothing reading: exit, and systemd restarts us.
+        daemon.reload().catch((error: Error) => {
+          log.error(`reload failed halfway: ${error.message}`);
+          stop("reload failed", 1);
+        });
+      });
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+      try {
+        await daemon.start();
+      } catch (error) {
+        if (stopping) return stopped;
+        throw error;
+      }
+      if (!stopping) log.info(`running (notify: ${notifier.via}): ${daemon.status()}`);
+      return stopped;
     },
   }),
   match: command({

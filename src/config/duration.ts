@@ -8,13 +8,17 @@ const MAX_SECONDS = 366 * 86400;
  * or a number with one unit: `90s`, `30m`, `1h`, `2d`.
  */
 export function parseDuration(value: unknown): number {
-  const text = typeof value === "number" ? String(value) : value;
-  if (typeof text !== "string") {
-    throw new TypeError("must be a duration such as 1800, 90s, 30m or 1h");
+  let seconds: number;
+  if (typeof value === "number") {
+    // YAML has read the spelling already (3e3, 0x10 are refused before this: see load.ts).
+    if (!Number.isInteger(value)) throw new TypeError(`must be whole seconds, not ${value}`);
+    seconds = value;
+  } else {
+    const match = typeof value === "string" ? DURATION.exec(value.trim()) : null;
+    if (!match) throw new TypeError("must be a duration such as 1800, 90s, 30m or 1h");
+    seconds = Number(match[1]) * (UNIT_SECONDS[match[2] || "s"] ?? 1);
   }
-  const match = DURATION.exec(text.trim());
-  if (!match) throw new TypeError("must be a duration such as 1800, 90s, 30m or 1h");
-  const seconds = Number(match[1]) * (UNIT_SECONDS[match[2] || "s"] ?? 1);
+  // The same bounds for every spelling: 9999999999999999999999 is a typo, not a long period.
   if (seconds <= 0) throw new RangeError("must be longer than 0 seconds");
   if (seconds > MAX_SECONDS) throw new RangeError("must be at most 366 days");
   return seconds;

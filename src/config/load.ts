@@ -1,7 +1,9 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import convict from "convict";
+import type { Document } from "yaml";
 import { validateMapConfig } from "../maps/settings.js";
+import { validateSpoolPaths } from "../spool/open.js";
 import { redactRedisUrl } from "../spool/redis/address.js";
 import { editDistance } from "./edit-distance.js";
 import { schema } from "./schema.js";
@@ -68,7 +70,11 @@ export async function loadConfig(configDir: string, instance = ""): Promise<Load
   }
   const config = merged.getProperties() as Config;
   if (config.agent === "") config.agent = instance;
-  const crossProblems = [...validateMapConfig(config.map), ...validateRegex(config.match.regex)];
+  const crossProblems = [
+    ...validateMapConfig(config.map),
+    ...validateRegex(config.match.regex),
+    ...validateSpoolPaths(config),
+  ];
   if (crossProblems.length > 0) {
     throw new ConfigError(crossProblems.map((p) => `${whoSets(parsed, instance, p)}: ${p}`));
   }
@@ -117,9 +123,9 @@ async function readConfigFile(path: string, problems: string[]): Promise<ParsedF
     return empty;
   }
   // yaml is loaded when there is a file to read: `poprelay match` without conf.d needs none.
-  const { LineCounter, parseDocument } = await import("yaml");
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
+  const yaml = await import("yaml");
+  const lineCounter = new yaml.LineCounter();
+  const doc = yaml.parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
       const pos = e.linePos?.[0];
@@ -134,6 +140,11 @@ async function readConfigFile(path: string, problems: string[]): Promise<ParsedF
     return node?.range ? `${path}:${lineCounter.linePos(node.range[0]).line}` : undefined;
   };
   const where = (key: string) => locate(key) ?? path;
+  for (const n of oddNumbers(doc, yaml)) {
+    problems.push(
+      `${path}:${lineCounter.linePos(n.offset).line}: ${n.key}: ${n.source} is read as ${n.value}: write numbers in decimal digits (durations also as 90s, 30m, 1h)`,
+    );
+  }
   const value = doc.toJS() ?? {};
   if (!isPlain(value)) {
     problems.push(`${path}: the file must be a mapping of keys (agent:, input:, map: ...)`);
@@ -166,6 +177,29 @@ async function readConfigFile(path: string, problems: string[]): Promise<ParsedF
 interface Problem {
   key: string;
   reason: string;
+}
+
+/**
+ * Numbers YAML reads from spellings other than decimal digits (3e3, 0x10, 0o17, .inf, 1.5):
+ * the value they become is rarely what was meant, and no key of ours takes them.
+ */
+function oddNumbers(
+  doc: Document,
+  { visit, isPair, isScalar }: Pick<typeof import("yaml"), "visit" | "isPair" | "isScalar">,
+): { key: string; source: string; value: number; offset: number }[] {
+  const found: { key: string; source: string; value: number; offset: number }[] = [];
+  visit(doc, {
+    Scalar(_key, node, path) {
+      if (typeof node.value !== "number" || node.source === undefined) return;
+      if (/^-?[0-9]+$/.test(node.source)) return;
+      const key = path
+        .filter(isPair)
+        .map((pair) => (isScalar(pair.key) ? String(pair.key.value) : "?"))
+        .join(".");
+      found.push({ key, source: node.source, value: node.value, offset: node.range?.[0] ?? 0 });
+    },
+  });
+  return found;
 }
 
 /** Validates one file's settings on top of the defaults; keys are reported with `prefix`. */

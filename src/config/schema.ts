@@ -40,8 +40,9 @@ function optionalAbsolutePath(value: unknown) {
 const JOURNAL_MATCH = /^[A-Z0-9_]+=.*$|^\+$/;
 convict.addFormats({
   duration: {
+    // Every spelling through the same parser, so the same bounds hold for each.
     validate: (value: unknown) => {
-      if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) parseDuration(value);
+      parseDuration(value);
     },
     // Convict coerces while loading, before validation: leave bad values for validate to report.
     coerce: (value: unknown) => {
@@ -82,7 +83,7 @@ convict.addFormats({
   },
   "positive-integer": {
     validate: (value: unknown) => {
-      if (typeof value !== "number" || !Number.isInteger(value) || value < 1)
+      if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1)
         throw new TypeError("must be a whole number, 1 or more");
     },
   },

@@ -49,6 +49,10 @@ const HUNG_WRITE_MS = 120_000;
 /** A live line's stamp this far before the time it was read is wrong (see consume). */
 const STAMP_DRIFT_MS = 5 * 60_000;
 const DRIFT_WARN_EVERY_MS = 10 * 60_000;
+// READY and the stop wait this long at most for a database or restart command, then go on
+// (READY) or kill it (stop): a hung command never holds up systemd.
+const START_WAIT_MS = 5_000;
+const STOP_WAIT_MS = 3_000;
 // Rejections worth a warning: someone is trying something.
 const SUSPICIOUS = new Set(["spoof", "ambiguous"]);
 
@@ -78,13 +82,14 @@ export class Daemon {
   /** When the spool write under way began (performance.now()); undefined when none is. */
   private writeStarted: number | undefined;
   private watchdogHeld = false;
-  /**
-   * Set by stop(): a change still under way (a refresh after a spool event) must not arm the
-   * expiry or retry timers afterwards, which would keep the process alive for minutes.
-   */
-  private stopped = false;
   /** Live login lines with old stamps since the last warning, and when the next may be given. */
   private readonly drift = { count: 0, next: 0 };
+  /**
+   * Set as soon as a stop is asked for: no retry is scheduled, no READY sent, and a change still
+   * under way (a refresh after a spool event) arms no expiry timer, which would keep the process
+   * alive for minutes.
+   */
+  private stopping = false;
 
   constructor(private readonly options: DaemonOptions) {
     this.expiry = new ExpiryTimer(
@@ -105,6 +110,7 @@ export class Daemon {
         await components.store.close();
         throw error;
       }
+      if (this.stopping) return;
       this.startWatchdog();
       this.options.notifier.send({ READY: "1", STATUS: this.status() });
     });
@@ -139,7 +145,8 @@ export class Daemon {
       }
       const previous = this.current;
       await this.stopReader(previous);
-      await previous?.relay.settled();
+      // The new configuration writes the whole map again: a command still running is not waited for.
+      await previous?.relay.stop(STOP_WAIT_MS);
       this.counts.reloadError = undefined;
       // Closed first: it leaves the state it knew for the new store, should Redis not answer.
       await previous?.store.close();
@@ -159,12 +166,17 @@ export class Daemon {
 
   /** SIGTERM: finish the batch in flight, persist the reader's position, stop the timers. */
   stop(): Promise<void> {
+    // Also before READY: the start under way finishes first (serial), then this stop.
+    this.stopping = true;
+    clearTimeout(this.mapRetry);
     return this.serial(async () => {
       this.options.notifier.send({ STOPPING: "1", STATUS: "stopping" });
-      this.stopped = true;
+      // No command starts from here, not even for the batch the reader finishes: its logins
+      // are durable in the spool, and the next start writes their map. A database build under
+      // way may finish, so the database matches the text when we exit; a hung one is killed.
+      const commands = this.current?.relay.stop(STOP_WAIT_MS);
       await this.stopReader(this.current);
-      // A database build under way finishes, so the database matches the text when we exit.
-      await this.current?.relay.settled();
+      await commands;
       this.unwatch?.();
       if (this.policy) {
         const p = this.policy.server.stats();
@@ -228,8 +240,12 @@ export class Daemon {
     await next.store.opened();
     this.unwatch?.();
     this.current = next;
-    // READY=1 follows: the map and its database are both in place by then.
-    await this.change(() => next.relay.expire(), true);
+    next.relay.onDurable((live) => {
+      if (this.current === next) this.live = live;
+    });
+    // READY=1 follows: the map and its database are both in place by then, or the database
+    // command has had START_WAIT_MS and goes on in the background.
+    await this.change(() => next.relay.expire(), START_WAIT_MS);
     this.unwatch = next.store.watch(() => this.refresh());
     // The store may have learnt its state between opened() and the watch (Redis answering late).
     this.refresh();
@@ -270,7 +286,7 @@ export class Daemon {
 
   /** The spool changed elsewhere (another host, `poprelay add`): the map follows, coalesced. */
   private refresh(): void {
-    if (this.stopped) return;
+    if (this.stopping) return;
     if (this.refreshing) {
       this.refreshing.again = true;
       return;
@@ -454,7 +470,7 @@ export class Daemon {
    */
   private async change<T>(
     operation: () => Promise<RelayChange<T>>,
-    waitForDatabase = false,
+    waitForDatabaseMs = 0,
   ): Promise<void> {
     try {
       const change = await operation();
@@ -464,7 +480,17 @@ export class Daemon {
         () => this.mapWritten(),
         (error: unknown) => this.mapFailed(error),
       );
-      if (waitForDatabase) await database;
+      if (database && waitForDatabaseMs > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<"late">((resolve) => {
+          timer = setTimeout(() => resolve("late"), waitForDatabaseMs);
+        });
+        if ((await Promise.race([database, late])) === "late")
+          this.options.log.warning(
+            `map: the database command still runs after ${waitForDatabaseMs / 1000} s; going on without waiting for it`,
+          );
+        clearTimeout(timer);
+      }
     } catch (error) {
       this.mapFailed(error);
     }
@@ -473,6 +499,11 @@ export class Daemon {
   /** A failed map write leaves the spool change durable; it is retried until one succeeds. */
   private mapFailed(error: unknown): void {
     if (!(error instanceof MapWriteError)) throw error;
+    // The spool holds the change: the policy service and the expiry timer follow it.
+    if (error.state) {
+      this.live = error.state.live;
+      if (!this.stopping) this.expiry.schedule(error.state.nextExpiry);
+    }
     if (error.message !== this.counts.mapError)
       this.options.log.error(
         `DEGRADED: the map is not written: ${error.message}; the spool has every grant, the map is written again on the next change or in ${MAP_RETRY_MS / 1000} s`,
@@ -480,7 +511,7 @@ export class Daemon {
     this.counts.mapError = error.message;
     this.publishStatus();
     clearTimeout(this.mapRetry);
-    if (this.stopped) return;
+    if (this.stopping) return;
     this.mapRetry = setTimeout(() => {
       const current = this.current;
       if (!current) return;
@@ -502,7 +533,7 @@ export class Daemon {
     this.live = change.live;
     // With a database still to build, its outcome says whether the map is whole again.
     if (!change.database) this.mapWritten();
-    if (!this.stopped) this.expiry.schedule(change.nextExpiry);
+    if (!this.stopping) this.expiry.schedule(change.nextExpiry);
     this.publishStatus();
   }
 

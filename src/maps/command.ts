@@ -9,7 +9,7 @@ import { expandTemplate } from "./template.js";
 const SHELL_SYNTAX = /[<>|&;$`()*?~'"\\\n[\]{}#=!]/;
 const STDERR_LINES = 5;
 const OUTPUT_LIMIT = 64 * 1024;
-export const COMMAND_TIMEOUT_MS = 60_000;
+export const COMMAND_TIMEOUT_MS = 30_000;
 
 export interface PreparedCommand {
   /** Program and arguments for spawn. */
@@ -64,6 +64,8 @@ export interface RunOptions {
   input?: string;
   timeoutMs?: number;
   cwd?: string;
+  /** Aborting kills the command's process group at once (a newer write, a stop). */
+  signal?: AbortSignal;
 }
 
 export interface CommandOutput {
@@ -86,9 +88,19 @@ export function runCommand(
   return run(prepared, options);
 }
 
+/**
+ * After the command exits, its output is read until its pipes close, at most this long: a child
+ * it left behind holding them (`cmd &`) would otherwise keep us waiting for as long as it lives.
+ */
+const PIPE_GRACE_MS = 500;
+
 function run(command: PreparedCommand, options: RunOptions): Promise<CommandOutput> {
   const timeoutMs = options.timeoutMs ?? COMMAND_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
+    if (options.signal?.aborted) {
+      reject(new CommandError(command.text, null, null, "", "not started: superseded or stopping"));
+      return;
+    }
     const child = spawn(command.file, command.args, {
       cwd: options.cwd,
       stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
@@ -97,8 +109,9 @@ function run(command: PreparedCommand, options: RunOptions): Promise<CommandOutp
     });
     let stdout = "";
     let stderr = "";
-    let timedOut = false;
     let settled = false;
+    let exited: { status: number | null; signal: NodeJS.Signals | null } | undefined;
+    let grace: NodeJS.Timeout | undefined;
     child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
       stdout = (stdout + chunk).slice(-OUTPUT_LIMIT);
     });
@@ -108,30 +121,59 @@ function run(command: PreparedCommand, options: RunOptions): Promise<CommandOutp
     // A command that exits without reading its input is not our failure to report.
     child.stdin?.on("error", () => {});
     child.stdin?.end(options.input);
-    const timer = setTimeout(() => {
-      timedOut = true;
+    // The whole group: the shell, what it started, and what those left running.
+    const killGroup = () => {
       try {
         if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
       } catch {
         // Already gone.
       }
-    }, timeoutMs);
+    };
+    const finish = () => {
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(grace);
+      options.signal?.removeEventListener("abort", abort);
+      // Whatever still holds the pipes is not waited for.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    };
     const fail = (status: number | null, signal: NodeJS.Signals | null, reason: string) => {
       if (settled) return;
-      settled = true;
-      clearTimeout(timer);
+      finish();
       reject(new CommandError(command.text, status, signal, stderr, reason));
     };
-    child.on("error", (error) => fail(null, null, `cannot run ${command.file}: ${message(error)}`));
-    child.on("close", (status, signal) => {
-      if (timedOut) return fail(status, signal, `timed out after ${timeoutMs / 1000} s, killed`);
+    // Settles at once, without waiting for the pipes: a process that left the group may hold them.
+    const kill = (reason: string) => {
+      if (settled) return;
+      killGroup();
+      fail(exited?.status ?? null, exited?.signal ?? null, reason);
+    };
+    const timer = setTimeout(
+      () => kill(`timed out after ${timeoutMs / 1000} s, killed`),
+      timeoutMs,
+    );
+    const abort = () => kill("killed: superseded by a newer write, or stopping");
+    options.signal?.addEventListener("abort", abort, { once: true });
+    const done = () => {
+      if (settled || !exited) return;
+      const { status, signal } = exited;
       if (signal) return fail(null, signal, `killed by signal ${signal}`);
       if (status !== 0) return fail(status, null, `exit status ${status}`);
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
+      finish();
       resolve({ stdout, stderr });
+    };
+    child.on("error", (error) => fail(null, null, `cannot run ${command.file}: ${message(error)}`));
+    child.on("exit", (status, signal) => {
+      exited = { status, signal };
+      // Its output may still be in the pipes: wait for them, but only so long.
+      grace = setTimeout(() => {
+        // What it left running with our pipes open belongs to it (a daemon closes them).
+        killGroup();
+        done();
+      }, PIPE_GRACE_MS);
     });
+    child.on("close", done);
   });
 }
 

@@ -16,6 +16,10 @@ const NAME = /^\.poprelay-(\d+)-[A-Za-z0-9]{6}$/;
  */
 export const STALE_AFTER_MS = 5 * COMMAND_TIMEOUT_MS;
 
+export function isTempDirName(name: string): boolean {
+  return NAME.test(name);
+}
+
 export function makeTempDir(dir: string): Promise<string> {
   return mkdtemp(join(dir, `${PREFIX}${process.pid}-`));
 }

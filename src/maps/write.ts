@@ -28,7 +28,7 @@ import { exactAddresses, mapAddresses, renderAddresses } from "./render.js";
 import { type ResolvedMap, resolveMap, validateMapConfig } from "./resolve.js";
 import { MapConfigError } from "./settings.js";
 import { tcprulesProgram, tcprulesReadsIpv6 } from "./tcprules.js";
-import { makeTempDir, removeStaleTempDirs } from "./tempdirs.js";
+import { isTempDirName, makeTempDir, removeStaleTempDirs } from "./tempdirs.js";
 
 /** The MTA reads the map as its own user. */
 const MODE = 0o644;
@@ -76,9 +76,18 @@ export interface DatabaseJob {
   readonly built: string;
   /** The live text map this database is for: built only while it is still the live one. */
   readonly textIno: bigint;
+  /**
+   * Every text a writer stages is newer than the live map and than every text staged before
+   * it, by this stamp: what is in place tells whether this job was superseded.
+   */
   readonly textMtimeNs: bigint;
   /** The text was replaced by this write (not only its database found stale). */
   readonly published: boolean;
+  /**
+   * A site's own map.command, whose products poprelay cannot name: the text is put in place
+   * after the database, by buildDatabase, unless a newer text is in place by then.
+   */
+  readonly publishText: boolean;
   /** A link to the text map that was live before, to put back when the database fails. */
   readonly previous: string | undefined;
   readonly log: Logger;
@@ -118,8 +127,10 @@ export async function writeMap(
  * the text is newer than it (the text's mtime is kept above the database's for that), so a
  * writer killed between the two is noticed by the next one, which rebuilds the database.
  * A site's own map.command, whose products are unknown, keeps the old order: database first,
- * then the text, all in this call; so does a database poprelay writes itself (src/maps/db/),
- * which takes less time than a command would take to start.
+ * then the text, both in buildDatabase. Either way no command runs in this call, which runs
+ * under the spool's lock: a slow or hung command never holds up a login. The restart command
+ * also runs later, in buildDatabase. A database poprelay writes itself (src/maps/db/) is
+ * written here, before the text: it takes less time than a command would take to start.
  */
 export async function stageMap(
   entries: readonly SpoolEntry[],
@@ -137,8 +148,13 @@ export async function stageMap(
 
   // Checked before anything touches the disk: a bad entry writes nothing.
   let addresses = mapAddresses(entries);
-  const staticText = await readStatic("map.static", resolved.static);
-  const headText = await readStatic("map.head", resolved.head);
+  const [staticText, headText] = await Promise.all([
+    readStatic("map.static", resolved.static),
+    readStatic("map.head", resolved.head),
+  ]).catch((error: Error) => {
+    log.error(`map: ${file} not updated, the previous map is left in place: ${error.message}`);
+    throw error;
+  });
   await mkdir(dir, { recursive: true, mode: 0o755 });
 
   const ipv6 = addresses.filter((ip) => ip.family === 6);
@@ -183,11 +199,21 @@ export async function stageMap(
     const built = join(temp, name);
     const job = (
       fields: Pick<DatabaseJob, "textIno" | "textMtimeNs" | "published" | "previous">,
+      publishText = false,
     ) => {
       handedOver = true;
       return {
         result,
-        job: { ...fields, result, resolved, temp, built, log, timeoutMs: options.timeoutMs },
+        job: {
+          ...fields,
+          publishText,
+          result,
+          resolved,
+          temp,
+          built,
+          log,
+          timeoutMs: options.timeoutMs,
+        },
       };
     };
     if (resolved.command !== null && resolved.products !== null) {
@@ -218,22 +244,24 @@ export async function stageMap(
       result.changed = true;
       return job({ ...written, published: true, previous });
     }
+    if (resolved.command !== null) {
+      // Newer than the live text and than every text staged but not yet in place.
+      let newest = live.text?.mtimeNs ?? 0n;
+      const staged = await newestStaged(dir, name, temp);
+      if (staged > newest) newest = staged;
+      const written = await writeSynced(built, text, newest);
+      return job({ ...written, published: false, previous: undefined }, true);
+    }
 
     await writeSynced(built, text, undefined);
     if (resolved.writer !== null) {
       await WRITERS[resolved.writer](text, built + (resolved.products?.[0] ?? ""), MODE);
-    } else if (resolved.command !== null) {
-      await runCommand(
-        resolved.command,
-        { r: built, m: resolved.mta },
-        { timeoutMs: options.timeoutMs, cwd: temp },
-      );
-    }
-    // Database files first, the text last: a writer killed in between leaves a text map that
-    // differs from the new one, so the next write builds everything again.
-    for (const product of await productsIn(temp, name)) {
-      await settle(join(temp, product), join(dir, product));
-      result.products.push(join(dir, product));
+      // Database first, the text last: a writer killed in between leaves a text map that
+      // differs from the new one, so the next write builds everything again.
+      for (const product of await productsIn(temp, name)) {
+        await settle(join(temp, product), join(dir, product));
+        result.products.push(join(dir, product));
+      }
     }
     await rename(built, file);
     await syncDirectory(dir);
@@ -251,8 +279,26 @@ export async function stageMap(
   }
   result.changed = true;
   log.info(`map: wrote ${file} (${addresses.length} addresses)`);
-  await restart(result, resolved, options.timeoutMs, log);
-  return { result };
+  if (resolved.restart === null) return { result };
+  // Only the restart command is left, for buildDatabase to run outside the lock.
+  const st = await stat(file, { bigint: true });
+  const restartTemp = await makeTempDir(dir);
+  return {
+    result,
+    job: {
+      result,
+      resolved,
+      temp: restartTemp,
+      built: file,
+      textIno: st.ino,
+      textMtimeNs: st.mtimeNs,
+      published: true,
+      publishText: false,
+      previous: undefined,
+      log,
+      timeoutMs: options.timeoutMs,
+    },
+  };
 }
 
 export interface BuildOptions {
@@ -264,12 +310,15 @@ export interface BuildOptions {
   lock?: MapLock;
   /** Put the previous text map back when the database cannot be built (writeMap). */
   rollback?: boolean;
+  /** Aborting kills the running command (a newer write supersedes this one, or a stop). */
+  signal?: AbortSignal;
 }
 
 /**
  * Builds the database of a staged text map in its private directory and renames it into place,
  * then runs the restart command. When another writer has replaced the text meanwhile, the
- * database is dropped instead: that writer builds its own, newer one.
+ * database is dropped instead: that writer builds its own, newer one. With publishText (a
+ * site's own command) the text follows its database under the same lock.
  */
 export async function buildDatabase(
   job: DatabaseJob,
@@ -281,37 +330,46 @@ export async function buildDatabase(
   const name = basename(file);
   const result: MapWriteResult = { ...job.result, products: [] };
   const lock = options.lock ?? unlocked;
+  const run = { timeoutMs: job.timeoutMs, signal: options.signal };
   let superseded = false;
   try {
-    if (resolved.command === null) throw new Error("no database command");
-    await runCommand(
-      resolved.command,
-      { r: built, m: resolved.mta },
-      { timeoutMs: job.timeoutMs, cwd: temp },
-    );
-    const products = await productsIn(temp, name);
-    for (const product of products) await finish(join(temp, product), job.textMtimeNs);
-    await lock(async () => {
-      // Each database carries its text's mtime, and texts are ever newer: a database from the
-      // same or a newer text in place means another build got there first. An older one is
-      // replaced even when a newer text is out already: its own build follows.
-      for (const product of products) {
-        const live = await stat(join(dir, product), { bigint: true }).catch(() => undefined);
-        if (live && live.mtimeNs >= job.textMtimeNs) superseded = true;
-      }
-      if (superseded) return;
-      for (const product of products) {
-        await rename(join(temp, product), join(dir, product));
-        result.products.push(join(dir, product));
-      }
-      await syncDirectory(dir);
-    });
+    if (resolved.command !== null) {
+      await runCommand(resolved.command, { r: built, m: resolved.mta }, { ...run, cwd: temp });
+      const products = await productsIn(temp, name);
+      for (const product of products) await finish(join(temp, product), job.textMtimeNs);
+      await lock(async () => {
+        if (job.publishText) {
+          // Texts staged later are newer: one in place means this one is superseded.
+          const live = await stat(file, { bigint: true }).catch(() => undefined);
+          superseded = live !== undefined && live.mtimeNs > job.textMtimeNs;
+        } else {
+          // Each database carries its text's mtime, and texts are ever newer: a database from
+          // the same or a newer text in place means another build got there first. An older one
+          // is replaced even when a newer text is out already: its own build follows.
+          for (const product of products) {
+            const live = await stat(join(dir, product), { bigint: true }).catch(() => undefined);
+            if (live && live.mtimeNs >= job.textMtimeNs) superseded = true;
+          }
+        }
+        if (superseded) return;
+        for (const product of products) {
+          await rename(join(temp, product), join(dir, product));
+          result.products.push(join(dir, product));
+        }
+        // Database files first, the text last: a writer killed in between leaves a text map
+        // that differs from the new one, so the next write builds everything again.
+        if (job.publishText) await rename(built, file);
+        await syncDirectory(dir);
+      });
+    }
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     let what: string;
     if (result.products.length > 0) {
       what = `partly updated (${result.products.join(", ")} replaced), the next write rebuilds it`;
-    } else if (options.rollback && job.published && (await putBack(job, file))) {
+    } else if (job.publishText) {
+      what = "not updated, the previous map is left in place";
+    } else if (options.rollback && job.published && (await lock(() => putBack(job, file)))) {
       what = "not updated, the previous map is left in place";
     } else if (job.published) {
       what = "updated, but not its database: the next write rebuilds it";
@@ -328,8 +386,8 @@ export async function buildDatabase(
     return result;
   }
   result.changed = true;
-  log.info(`map: wrote ${file} (${result.entries} addresses)`);
-  await restart(result, resolved, job.timeoutMs, log);
+  if (resolved.command !== null) log.info(`map: wrote ${file} (${result.entries} addresses)`);
+  await restart(result, resolved, run, log);
   return result;
 }
 
@@ -350,13 +408,13 @@ async function putBack(job: DatabaseJob, file: string): Promise<boolean> {
 async function restart(
   result: MapWriteResult,
   resolved: ResolvedMap,
-  timeoutMs: number | undefined,
+  run: { timeoutMs: number | undefined; signal: AbortSignal | undefined },
   log: Logger,
 ): Promise<void> {
   if (resolved.restart === null) return;
   const file = result.file;
   try {
-    await runCommand(resolved.restart, { r: file, m: resolved.mta }, { timeoutMs });
+    await runCommand(resolved.restart, { r: file, m: resolved.mta }, run);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     log.error(`map: ${file} written, but the restart command failed: ${reason}`);
@@ -426,6 +484,21 @@ async function liveState(file: string, text: string, resolved: ResolvedMap): Pro
   return state;
 }
 
+/**
+ * The newest text staged in another writer's build directory beside the map (0 when none):
+ * those not yet in place, whose command still runs.
+ */
+async function newestStaged(dir: string, name: string, own: string): Promise<bigint> {
+  let newest = 0n;
+  for (const entry of await readdir(dir)) {
+    const path = join(dir, entry);
+    if (!isTempDirName(entry) || path === own) continue;
+    const st = await stat(join(path, name), { bigint: true }).catch(() => undefined);
+    if (st && st.mtimeNs > newest) newest = st.mtimeNs;
+  }
+  return newest;
+}
+
 /** What the command left beside the text map: `<name>.*`. */
 async function productsIn(temp: string, name: string): Promise<string[]> {
   const found = await readdir(temp, { withFileTypes: true });
@@ -482,7 +555,7 @@ async function finish(path: string, textMtimeNs: bigint | undefined): Promise<vo
   }
 }
 
-/** Makes a built file durable and readable by the MTA, then renames it into place. */
+/** Puts a finished database product in place. */
 async function settle(from: string, to: string): Promise<void> {
   await finish(from, undefined);
   await rename(from, to);

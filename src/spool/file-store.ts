@@ -1,7 +1,9 @@
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
+  constants,
   type FSWatcher,
+  fstatSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -10,7 +12,7 @@ import {
   watch,
   writeSync,
 } from "node:fs";
-import { mkdir, readdir, readFile, stat, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { canonicalProblem } from "../address/ip.js";
 import { syncDirectory, writeFileAtomic } from "../fs/atomic.js";
@@ -36,6 +38,11 @@ export interface FileSpoolOptions {
   log: Logger;
 }
 
+/**
+ * Opening never blocks (a FIFO would, until a writer came) and never follows a symlink: an
+ * entry is a regular file, checked on the open descriptor.
+ */
+const SAFE_OPEN = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
 const TEMP_FILE = /^\.(.+)\.(\d+)\.[0-9a-f]+\.tmp$/;
 /** The generation written into the lock file by every change: "g" and 32 hex digits. */
 const GENERATION_BYTES = 33;
@@ -158,7 +165,17 @@ export class FileSpoolStore implements SpoolStore {
       if (current && !supersedes(entry, current)) continue;
       const stored = sanitizeEntry(entry);
       this.changed = true;
-      await writeFileAtomic(this.path(entry.ip), `${serializeEntry(stored)}\n`, 0o640);
+      try {
+        await writeFileAtomic(this.path(entry.ip), `${serializeEntry(stored)}\n`, 0o640);
+      } catch (error) {
+        // A directory in the way: this one entry cannot be kept, the others still are.
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== "EISDIR" && code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
+        this.options.log.error(
+          `spool ${this.path(entry.ip)}: not a regular file (${code}), the login of ${JSON.stringify(stored.user)} cannot be kept; remove it`,
+        );
+        continue;
+      }
       cache?.set(stored);
       changed.push(stored);
     }
@@ -173,7 +190,13 @@ export class FileSpoolStore implements SpoolStore {
     const removed: string[] = [];
     for (const ip of new Set(ips)) {
       this.changed = true;
-      if (await unlinkIfPresent(this.path(ip))) removed.push(ip);
+      try {
+        if (await unlinkIfPresent(this.path(ip))) removed.push(ip);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== "EISDIR" && code !== "EPERM") throw error;
+        this.options.log.warning(`spool ${this.path(ip)}: not a regular file, left in place`);
+      }
       cache?.delete(ip);
     }
     if (removed.length > 0) await syncDirectory(this.options.directory);
@@ -265,14 +288,20 @@ export class FileSpoolStore implements SpoolStore {
 
   private async read(ip: string): Promise<SpoolEntry | undefined> {
     const path = this.path(ip);
-    let text: string;
+    let handle: Awaited<ReturnType<typeof open>>;
     try {
-      text = await readFile(path, "utf8");
+      handle = await open(path, SAFE_OPEN);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw error;
+      return this.unreadable(path, error);
     }
-    return parseEntry(ip, text) ?? this.legacy(ip, text, (await stat(path)).mtimeMs);
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) return this.notRegular(path, st);
+      const text = await handle.readFile("utf8");
+      return parseEntry(ip, text) ?? this.legacy(ip, text, st.mtimeMs);
+    } finally {
+      await handle.close();
+    }
   }
 
   /**
@@ -282,14 +311,36 @@ export class FileSpoolStore implements SpoolStore {
    */
   private readSync(ip: string): SpoolEntry | undefined {
     const path = this.path(ip);
-    let text: string;
+    let fd: number;
     try {
-      text = readFileSync(path, "utf8");
+      fd = openSync(path, SAFE_OPEN);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw error;
+      return this.unreadable(path, error);
     }
-    return parseEntry(ip, text) ?? this.legacy(ip, text, statSync(path).mtimeMs);
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) return this.notRegular(path, st);
+      const text = readFileSync(fd, "utf8");
+      return parseEntry(ip, text) ?? this.legacy(ip, text, st.mtimeMs);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Gone meanwhile: no entry. A symlink (O_NOFOLLOW: ELOOP) is skipped, and says so. */
+  private unreadable(path: string, error: unknown): undefined {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    if (code !== "ELOOP") throw error;
+    this.options.log.warning(`spool ${path}: skipped: a symbolic link, not a regular file`);
+    return undefined;
+  }
+
+  /** A directory, FIFO or device where an entry should be: skipped, and the log says where. */
+  private notRegular(path: string, st: import("node:fs").Stats): undefined {
+    const kind = st.isDirectory() ? "a directory" : st.isFIFO() ? "a FIFO" : "not a regular file";
+    this.options.log.warning(`spool ${path}: skipped: ${kind}, not a regular file`);
+    return undefined;
   }
 
   /** Mail::POPRelay's files: the user name, dated by the file's mtime. */

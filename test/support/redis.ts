@@ -94,7 +94,10 @@ export async function startRedis(dir: string, options: RedisOptions = {}): Promi
 
 export interface StoreOptions {
   redis: RedisConfig;
-  /** Where its files go, each named after `name`: NAME.lock, NAME.backlog/, NAME.state. */
+  /**
+   * Where its files go, each named after `name`: NAME.lock, NAME.backlog/, NAME.state,
+   * NAME.granted/, NAME.state-id.
+   */
   dir: string;
   name: string;
   log?: Logger;
@@ -121,6 +124,12 @@ export function redisStore(options: StoreOptions): RedisSpoolStore {
             }),
             limit: backlog,
             lastKnown: join(dir, `${name}.state`),
+            granted: new FileSpoolStore({
+              directory: join(dir, `${name}.granted`),
+              legacyPeriod: 600,
+              log,
+            }),
+            stateIdFile: join(dir, `${name}.state-id`),
           },
   });
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import type { RedisConfig } from "../../config/types.js";
 import { writeFileAtomic } from "../../fs/atomic.js";
@@ -30,6 +31,14 @@ export interface Backlog {
    * expires it on time.
    */
   lastKnown: string;
+  /**
+   * The logins this host granted itself, until they expire, and (in `stateIdFile`) the id of
+   * the Redis state they were published into. When Redis comes back with another state
+   * (restarted without persistence, a failover to an empty replica, FLUSHDB), this host
+   * publishes them again: no live login is lost with the shared state.
+   */
+  granted: FileSpoolStore;
+  stateIdFile: string;
 }
 
 export interface RedisSpoolOptions {
@@ -51,6 +60,8 @@ interface Scripts {
 }
 
 const CHUNK = 1000;
+// A FLUSHDB sends no message: a follower looks at the state's id this often to notice it.
+const STATE_CHECK_MS = 5000;
 // After a failed resync while connected (a script error, a timeout), try again this often.
 const RESYNC_RETRY_MS = 1000;
 
@@ -69,7 +80,13 @@ const RESYNC_RETRY_MS = 1000;
 export class RedisSpoolStore implements SpoolStore {
   private readonly client: RedisClient;
   private readonly subscriber: RedisClient | undefined;
-  private readonly keys: { version: string; index: string; channel: string; entry: string };
+  private readonly keys: {
+    version: string;
+    index: string;
+    channel: string;
+    entry: string;
+    stateId: string;
+  };
   private readonly where: string;
   private state: SortedEntries | undefined;
   private version = 0;
@@ -91,6 +108,11 @@ export class RedisSpoolStore implements SpoolStore {
   /** Moves on with every sign of trouble: a full read begun before it proves nothing. */
   private epoch = 0;
   private counted: Promise<void> = Promise.resolve();
+  /** The id of the Redis state `state` was read from; undefined before the first full read. */
+  private stateId: string | undefined;
+  private stateCheck: NodeJS.Timeout | undefined;
+  /** Entries a lost state held, kept here until they expire, are revoked, or Redis has them. */
+  private readonly kept = new Map<string, SpoolEntry>();
 
   constructor(private readonly options: RedisSpoolOptions) {
     const { redis } = options;
@@ -100,6 +122,8 @@ export class RedisSpoolStore implements SpoolStore {
       index: `${tag}:index`,
       channel: `${tag}:changes`,
       entry: `${tag}:entry:`,
+      // Made by the first reader of a state, gone with it: a new id is a new, emptied state.
+      stateId: `${tag}:state-id`,
     };
     this.where = describeRedis(redis);
     this.client = connectRedis(redis, { reconnect: options.follow !== undefined });
@@ -125,6 +149,8 @@ export class RedisSpoolStore implements SpoolStore {
         client.on("close", () => this.unreachable("connection closed"));
       }
       this.counted = this.countBacklog(options.follow);
+      this.stateCheck = setInterval(() => this.checkStateId(), STATE_CHECK_MS);
+      this.stateCheck.unref();
     }
   }
 
@@ -168,6 +194,7 @@ export class RedisSpoolStore implements SpoolStore {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retry);
+    clearInterval(this.stateCheck);
     for (const client of [this.client, this.subscriber]) client?.disconnect();
     for (const waiter of this.waiters.splice(0)) waiter.resolve();
     const follow = this.options.follow;
@@ -211,6 +238,8 @@ export class RedisSpoolStore implements SpoolStore {
     const batch = latestPerIp(entries).map(sanitizeEntry);
     if (batch.length === 0) return [];
     const follow = this.options.follow;
+    // Remembered here first: whatever becomes of Redis, this host can publish them again.
+    if (follow) await follow.granted.put(batch);
     if (follow && (this.outage || !this.state)) return this.toBacklog(follow, batch);
     try {
       const byIp = new Map(batch.map((e) => [e.ip, e]));
@@ -267,6 +296,9 @@ export class RedisSpoolStore implements SpoolStore {
       if (!state) return [];
       const expired = state.list().filter((e) => e.expires <= now);
       for (const entry of expired) state.delete(entry.ip);
+      await this.options.follow.granted
+        .removeExpired(now)
+        .catch((e: Error) => this.options.log.error(`own grants: ${e.message}`));
       if (!this.outage) await tidy().catch((e: Error) => this.unreachable(e.message));
       return expired;
     }
@@ -362,18 +394,22 @@ export class RedisSpoolStore implements SpoolStore {
   }
 
   /** Every live entry, with the version they are at. */
-  private async snapshot(now: number): Promise<{ version: number; entries: SpoolEntry[] }> {
+  private async snapshot(
+    now: number,
+  ): Promise<{ version: number; entries: SpoolEntry[]; stateId: string }> {
     const result = await this.client
       .multi()
       .get(this.keys.version)
       .zrangebyscore(this.keys.index, `(${now}`, "+inf")
+      .get(this.keys.stateId)
       .exec();
     if (!result) throw new Error("the read was aborted");
     for (const [error] of result) if (error) throw error;
     const version = Number(result[0]?.[1] ?? 0) || 0;
     const ips = (result[1]?.[1] as string[] | undefined) ?? [];
+    const stateId = String(result[2]?.[1] ?? "");
     const found = await this.read(ips);
-    return { version, entries: [...found.values()] };
+    return { version, entries: [...found.values()], stateId };
   }
 
   private async read(ips: readonly string[]): Promise<Map<string, SpoolEntry>> {
@@ -426,8 +462,9 @@ export class RedisSpoolStore implements SpoolStore {
       // Subscribed before the read, so no change after it is missed (a repeat is harmless).
       await subscriber.subscribe(this.keys.channel);
       await this.sendBacklog(backlog);
+      const republished = await this.republish(backlog);
       this.buffered = [];
-      let snapshot: { version: number; entries: SpoolEntry[] };
+      let snapshot: { version: number; entries: SpoolEntry[]; stateId: string };
       try {
         snapshot = await this.snapshot(Date.now());
       } catch (error) {
@@ -436,8 +473,29 @@ export class RedisSpoolStore implements SpoolStore {
       }
       const buffered = this.buffered;
       this.buffered = undefined;
-      this.state = new SortedEntries(snapshot.entries);
+      const previous = this.state;
+      const lost =
+        previous !== undefined &&
+        ((this.stateId !== undefined && this.stateId !== snapshot.stateId) ||
+          snapshot.version < this.version);
+      const now = Date.now();
+      const read = new Set(snapshot.entries.map((e) => e.ip));
+      if (lost) {
+        // Not adopted as it is: what this host knew stays until it expires (or is revoked),
+        // while the hosts that granted it publish it again.
+        const lostEntries = previous.list().filter((e) => e.expires > now && !read.has(e.ip));
+        for (const entry of lostEntries) this.kept.set(entry.ip, entry);
+        this.options.log.warning(
+          `${this.where} came back with another state (version ${snapshot.version}, was ${this.version}): restarted without persistence, an empty replica or FLUSHDB; the ${lostEntries.length} entries it lost are kept here until they expire`,
+        );
+      } else if (!republished) {
+        await this.forgetRevoked(backlog, snapshot.entries);
+      }
+      for (const [ip, entry] of this.kept)
+        if (read.has(ip) || entry.expires <= now) this.kept.delete(ip);
+      this.state = new SortedEntries([...snapshot.entries, ...this.kept.values()]);
       this.version = snapshot.version;
+      this.stateId = snapshot.stateId;
       for (const message of buffered) this.apply(message);
       this.options.log.info(
         `${this.where}: ${this.state.size} entries read at version ${this.version}`,
@@ -452,6 +510,61 @@ export class RedisSpoolStore implements SpoolStore {
       this.settleWaiters();
       this.changed();
     });
+  }
+
+  /**
+   * This host's own live grants, published again when Redis holds another state than the one
+   * they went into (or went back in version); idempotent: a later login in Redis wins. True
+   * when they were sent.
+   */
+  private async republish(backlog: Backlog): Promise<boolean> {
+    const reply = await this.client
+      .multi()
+      .set(this.keys.stateId, randomBytes(12).toString("hex"), "NX")
+      .get(this.keys.stateId)
+      .get(this.keys.version)
+      .exec();
+    if (!reply) throw new Error("the read was aborted");
+    for (const [error] of reply) if (error) throw error;
+    const id = String(reply[1]?.[1] ?? "");
+    const version = Number(reply[2]?.[1] ?? 0) || 0;
+    const recorded = await readFile(backlog.stateIdFile, "utf8").then(
+      (text) => text.trim(),
+      () => undefined,
+    );
+    const wentBack = this.state !== undefined && version < this.version;
+    if (recorded === id && !wentBack) return false;
+    const now = Date.now();
+    const own = (await backlog.granted.list()).filter((e) => e.expires > now);
+    for (let i = 0; i < own.length; i += CHUNK) await this.putRemote(own.slice(i, i + CHUNK));
+    await writeFileAtomic(backlog.stateIdFile, `${id}\n`, 0o640);
+    if (own.length > 0 && recorded !== undefined)
+      this.options.log.notice(
+        `${this.where} holds another state than the one this host published to: ${own.length} live logins granted here published again`,
+      );
+    return true;
+  }
+
+  /** Own grants that the same state no longer holds were removed (poprelay remove): forgotten. */
+  private async forgetRevoked(backlog: Backlog, entries: readonly SpoolEntry[]): Promise<void> {
+    const read = new Set(entries.map((e) => e.ip));
+    const gone = (await backlog.granted.list()).filter((e) => !read.has(e.ip)).map((e) => e.ip);
+    if (gone.length > 0) await backlog.granted.remove(gone);
+  }
+
+  /** A FLUSHDB leaves the connections as they were: the state's id tells. */
+  private checkStateId(): void {
+    if (this.closed || this.outage || !this.state || this.stateId === undefined) return;
+    this.client.get(this.keys.stateId).then(
+      (id) => {
+        if (id === this.stateId || this.closed) return;
+        this.options.log.warning(
+          `${this.where}: the shared state was replaced (FLUSHDB?); reading everything again`,
+        );
+        this.resync();
+      },
+      () => undefined,
+    );
   }
 
   private async sendBacklog(backlog: Backlog): Promise<void> {
@@ -558,7 +671,14 @@ export class RedisSpoolStore implements SpoolStore {
     if (message.op === "put") {
       for (const entry of message.entries) state.set(entry);
     } else {
-      for (const ip of message.ips) state.delete(ip);
+      for (const ip of message.ips) {
+        state.delete(ip);
+        this.kept.delete(ip);
+      }
+      // Revoked (poprelay remove, wipe): not one to publish again.
+      this.options.follow?.granted
+        .remove(message.ips)
+        .catch((e: Error) => this.options.log.error(`own grants: ${e.message}`));
     }
     return true;
   }
