@@ -76,3 +76,9 @@ mapfile -t wanted < <(releases "$@")
 
 for release in "${wanted[@]}"; do image "$release"; done
 $only_image && exit 0
+
+# The checks themselves, one release after the other, with the .deb `npm run package` builds.
+[[ -d node_modules ]] || npm ci
+npm run --silent build
+POPRELAY_FIELD_RELEASES="${wanted[*]}" POPRELAY_FIELD_CACHE=$CACHE \
+  node --test --test-concurrency=1 build/test/field.test.js

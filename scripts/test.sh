@@ -6,12 +6,16 @@ require_node
 # libsystemd-dev builds the sd-notify addon; systemd, systemd-journal-remote, dovecot and
 # postfix and redis-server are the real parts the tests run against.
 apt_install ca-certificates g++ make python3 libsystemd-dev systemd systemd-journal-remote \
-  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db
+  dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db \
+  debootstrap
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:
 # Sendmail's makemap, and the IPv6-capable tcprules.
 apt_install libdb5.3 libldap-2.5-0 libsasl2-2
 unpack sendmail-bin usr/libexec/sendmail/makemap .cache/sendmail
 unpack ucspi-tcp-ipv6 usr/bin/tcprules .cache/ucspi-tcp-ipv6
 build
+# The field test's Debian 12, 13 and testing images (test/field.test.ts), debootstrapped once into
+# /var/cache/poprelay-field and reused: the first time takes minutes, outside the time limit below.
+bash scripts/field-test.sh --image all
 # A test file left hanging (a server or watcher never stopped) fails the run instead of stalling CI.
 timeout --kill-after=30s 45m node --test --test-concurrency=1 build/test/*.test.js
