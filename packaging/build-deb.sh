@@ -4,8 +4,8 @@
 # under /usr/lib/poprelay, /usr/bin/poprelay, the systemd units, tmpfiles.d and sysusers.d,
 # /etc/poprelay/conf.d as conffiles, the man page, the examples and the copyright file.
 #
-# Needs: node and npm (the ones the package will depend on: the native modules are built for
-# this node's ABI), g++, make, python3 and libsystemd-dev (fs-ext, sd-notify), dpkg-dev.
+# Needs: node and npm (any Node.js the package supports: the addon uses Node-API only, so one
+# build loads in each of them), gcc, make and python3 (node-gyp), dpkg-dev.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -20,7 +20,6 @@ done
 
 version=$(node -p 'require("./package.json").version')
 arch=$(dpkg --print-architecture)
-node_major=$(node -p 'process.versions.node.split(".")[0]')
 # Reproducible dates: the last commit's, else now.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 date_rfc2822=$(LC_ALL=C date -u -d "@$SOURCE_DATE_EPOCH" -R)
@@ -40,33 +39,27 @@ npm run --silent build
 echo "package: staging the program and its production modules" >&2
 install -d "$app/bin" "$app/build"
 install -m 644 package.json package-lock.json "$app/"
+install -D -m 644 -t "$app/native" native/binding.gyp native/poprelay.c
 install -m 755 bin/poprelay.js "$app/bin/poprelay.js"
 cp -r build/src "$app/build/src"
 find "$app/build" -name '*.map' -delete
-# The production modules only, built here for this node (fs-ext, sd-notify are native addons).
+# The production modules, and poprelay's addon (native/, package.json's install script).
 # The headers come from the machine's Node.js (nodedir), so node-gyp downloads nothing.
-if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then
+if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node_api.h ]; then
   export npm_config_nodedir=/usr
 fi
-# Debian's hardening flags for the addons (lintian: bindnow, fortify); --no-as-needed keeps
-# sd-notify's libc in NEEDED, which it calls only through libsystemd.
+# Debian's hardening flags for the addon (lintian: bindnow, fortify).
 eval "$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --export=sh)"
-export LDFLAGS="$LDFLAGS -Wl,--no-as-needed"
 (cd "$app" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >&2)
 rm -rf "$app/node_modules/.bin"
 rm -f "$app/package-lock.json" "$app/node_modules/.package-lock.json"
-# sd-notify is optional in package.json (a source install may lack libsystemd-dev), but the
-# package's unit counts on it (NotifyAccess=main): the build fails without it.
-(cd "$app" && node -e 'require("sd-notify")') ||
-  die "the sd-notify addon did not build: apt-get install libsystemd-dev, then run again"
-# What only building the addons needed: sources, build trees, tests and examples; nan is
-# C++ headers. yaml's browser build: Node.js takes its "node" export, dist/.
-rm -rf "$app/node_modules/nan" "$app/node_modules/yaml/browser"
-for gyp in "$app"/node_modules/*/binding.gyp; do
-  addon=$(dirname "$gyp")/build
-  find "$addon" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} +
-  find "$addon/Release" -mindepth 1 -maxdepth 1 ! -name '*.node' -exec rm -rf {} +
-done
+addon=native/build/Release/poprelay.node
+[ -f "$app/$addon" ] || die "the addon did not build: apt-get install gcc make python3"
+# The addon alone: not its source nor node-gyp's build tree. yaml's browser build: Node.js
+# takes its "node" export, dist/.
+find "$app/native" -mindepth 1 ! -path "$app/native/build" ! -path "$app/native/build/Release" \
+  ! -path "$app/$addon" -delete
+rm -rf "$app/node_modules/yaml/browser"
 # The modules' copyright lines and licenses go into the package's copyright file, which is read
 # from their LICENSE files here; their documentation is not needed under /usr/lib.
 install -d "$doc"
@@ -79,8 +72,7 @@ find "$app/node_modules" \( -name '*.cc' -o -name '*.h' -o -name '*.gyp' -o -nam
 find "$app/node_modules" -mindepth 2 -maxdepth 2 -type d \
   \( -name test -o -name tests -o -name examples -o -name example -o -name .github \) \
   -exec rm -rf {} +
-find "$app/node_modules" -name '*.node' -exec strip --strip-unneeded \
-  --remove-section=.comment --remove-section=.note {} +
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$app/$addon"
 find "$app" -type d -exec chmod 755 {} +
 find "$app" -type f -exec chmod 644 {} +
 # Scripts keep their executable bit (bin/poprelay.js, yaml's bin.mjs), nothing else has one.
@@ -117,15 +109,16 @@ for script in postinst prerm postrm; do
   install -m 755 "packaging/debian/$script" "$pkg/DEBIAN/$script"
 done
 (cd "$pkg" && find etc -type f | sed 's|^|/|' | sort) >"$pkg/DEBIAN/conffiles"
-# Shared libraries of the addons (libc6, libstdc++6, libsystemd0). V8's and Node's symbols come
-# from the node binary, which dpkg-shlibdeps cannot see: they are why nodejs is bounded to the
-# major version the addons were built for (their ABI, NODE_MODULE_VERSION, changes with it).
+# The addon's shared library (libc6). Its Node-API symbols come from the node binary, which
+# dpkg-shlibdeps cannot see; Node-API is stable, so nodejs is bounded below only, by the
+# package.json engines range (the oldest Node.js poprelay runs on).
 mkdir -p "$work/shlibs/debian"
 touch "$work/shlibs/debian/control"
-mapfile -t addons < <(find "$app" -name '*.node' | sort)
-shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O "${addons[@]}" 2>/dev/null |
+shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O "$app/$addon" 2>/dev/null |
   sed -n 's/^shlibs:Depends=//p')
-[ -n "$shlibs" ] || die "dpkg-shlibdeps found no libraries for ${addons[*]}"
+[ -n "$shlibs" ] || die "dpkg-shlibdeps found no libraries for $addon"
+node_min=$(node -p 'require("./package.json").engines.node.match(/^>=(\d+(\.\d+)*)$/)?.[1] ?? ""')
+[ -n "$node_min" ] || die "package.json engines.node must be \">=VERSION\", the Depends: range"
 installed_size=$(du -s -k --apparent-size --exclude=DEBIAN "$pkg" | cut -f1)
 cat >"$pkg/DEBIAN/control" <<EOF
 Package: poprelay
@@ -133,7 +126,7 @@ Version: $version
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
-Depends: nodejs (>= $node_major), nodejs (<< $((node_major + 1))~), $shlibs, systemd
+Depends: nodejs (>= $node_min), $shlibs, systemd
 Suggests: postfix, dovecot-pop3d | pop3-server | imap-server
 Section: mail
 Priority: optional

@@ -3,8 +3,8 @@
 # grants relay on a scratch Postfix map as logins appear, and lets each grant expire on time.
 # Installs what it needs on a fresh Debian 12 machine.
 source "$(dirname "$0")/setup-common.sh"
-require_node
-apt_install ca-certificates g++ make python3 postfix libsystemd-dev
+require_node 18.19 poprelay
+apt_install ca-certificates gcc make python3 postfix
 build
 
 demo=$(mktemp -d /tmp/poprelay-demo.XXXXXX)

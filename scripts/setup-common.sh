@@ -4,9 +4,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# require_node VERSION WHO: exits unless node is VERSION (major[.minor]) or later.
 require_node() {
-  if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
-    echo "poprelay needs Node.js 20 or later (node --version: $(node --version 2>/dev/null || echo none))" >&2
+  local want=$1 who=$2
+  if ! command -v node >/dev/null || ! node -e '
+    const [w, h] = [process.argv[1], process.versions.node].map((v) => v.split(".").map(Number));
+    process.exit(h[0] > w[0] || (h[0] === w[0] && h[1] >= (w[1] ?? 0)) ? 0 : 1);' "$want"; then
+    echo "$who needs Node.js $want or later (node --version: $(node --version 2>/dev/null || echo none))" >&2
     exit 1
   fi
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian 12 machine, then runs every test.
 source "$(dirname "$0")/setup-common.sh"
-require_node
-# g++, make and python3 build the native addons (fs-ext for flock, sd-notify) in npm ci.
-# libsystemd-dev builds the sd-notify addon; systemd, systemd-journal-remote, dovecot and
-# postfix and redis-server are the real parts the tests run against.
-apt_install ca-certificates g++ make python3 libsystemd-dev systemd systemd-journal-remote \
+# Node.js 20's test runner (--test-concurrency); poprelay itself runs on 18.19 and later.
+require_node 20 "the tests"
+# gcc, make and python3 build poprelay's Node-API addon (native/: flock, sd_notify) in npm ci.
+# systemd, systemd-journal-remote, dovecot, postfix and redis-server are the real parts the
+# tests run against.
+apt_install ca-certificates gcc make python3 systemd systemd-journal-remote \
   dovecot-core dovecot-pop3d postfix postfix-lmdb postfix-cdb redis-server ucspi-tcp dpkg-dev binutils lintian systemd-container man-db \
   debootstrap
 # Packages that conflict with Postfix or with ucspi-tcp are unpacked into .cache, not installed:

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { createNotifier, encodeState, monotonicUsec } from "../src/daemon/notify.js";
 import { memoryLogger } from "../src/log.js";
+import { scratch } from "./helpers.js";
 import { notifySocket } from "./support/notify-socket.js";
 
 describe("sd_notify", () => {
@@ -25,13 +27,13 @@ describe("sd_notify", () => {
     }
   });
 
-  for (const prefer of ["addon", "command"] as const) {
-    it(`delivers messages in order through ${prefer === "addon" ? "the sd-notify addon" : "systemd-notify"}`, async () => {
-      const socket = await notifySocket();
+  for (const abstract of [false, true]) {
+    it(`delivers messages in order from this process, to a ${abstract ? "@abstract" : "path"} socket`, async () => {
+      const socket = await notifySocket({ abstract });
       process.env.NOTIFY_SOCKET = socket.path;
       try {
-        const notifier = createNotifier(memoryLogger(), prefer);
-        assert.equal(notifier.via, prefer === "addon" ? "sd-notify" : "systemd-notify");
+        const notifier = createNotifier(memoryLogger());
+        assert.equal(notifier.via, "sd_notify");
         notifier.send({ READY: "1", STATUS: "3 relays active" });
         notifier.send({ RELOADING: "1", MONOTONIC_USEC: "123" });
         notifier.send({ READY: "1" });
@@ -42,9 +44,28 @@ describe("sd_notify", () => {
           { RELOADING: "1", MONOTONIC_USEC: "123" },
           { READY: "1" },
         ]);
+        // NotifyAccess=main: systemd takes the sender's PID from the kernel.
+        assert.deepEqual(socket.senders, [process.pid, process.pid, process.pid]);
       } finally {
         delete process.env.NOTIFY_SOCKET;
       }
     });
   }
+
+  it("logs a failed send once, and keeps going", async () => {
+    process.env.NOTIFY_SOCKET = join(await scratch(), "gone.sock");
+    try {
+      const log = memoryLogger();
+      const notifier = createNotifier(log);
+      notifier.send({ WATCHDOG: "1" });
+      notifier.send({ WATCHDOG: "1" });
+      assert.equal(log.lines.length, 1, JSON.stringify(log.lines));
+      assert.match(
+        log.lines[0] ?? "",
+        /sd_notify to .*gone\.sock: sendto: No such file or directory/,
+      );
+    } finally {
+      delete process.env.NOTIFY_SOCKET;
+    }
+  });
 });

@@ -177,10 +177,13 @@ describe("the Debian package", { skip }, () => {
     assert.equal(deb, join(ROOT, "dist", `poprelay_${version}_${arch}.deb`));
     assert.equal(await field("Version"), version);
     assert.equal(await field("Architecture"), arch);
+    // One range for npm and dpkg: package.json's engines, bounded below only (Node-API).
+    const { engines } = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as {
+      engines: { node: string };
+    };
     const depends = await field("Depends");
-    const major = Number(process.versions.node.split(".")[0]);
-    assert.ok(depends.includes(`nodejs (>= ${major}), nodejs (<< ${major + 1}~)`), depends);
-    assert.match(depends, /libsystemd0/);
+    assert.equal(engines.node, ">=18.19");
+    assert.match(depends, /^nodejs \(>= 18\.19\), libc6 \(>= [\d.]+\), systemd$/);
 
     const listing = await sh("dpkg-deb", ["--contents", deb]);
     const files = listing.stdout
@@ -193,8 +196,7 @@ describe("the Debian package", { skip }, () => {
       "/usr/lib/poprelay/bin/poprelay.js",
       "/usr/lib/poprelay/build/src/cli/main.js",
       "/usr/lib/poprelay/reload",
-      "/usr/lib/poprelay/node_modules/fs-ext/build/Release/fs_ext.node",
-      "/usr/lib/poprelay/node_modules/sd-notify/build/Release/notify.node",
+      "/usr/lib/poprelay/native/build/Release/poprelay.node",
       "/usr/lib/poprelay/node_modules/yaml/package.json",
       "/usr/lib/systemd/system/poprelay@.service",
       "/usr/lib/systemd/system/poprelay-cleanup.service",
@@ -209,9 +211,9 @@ describe("the Debian package", { skip }, () => {
       "/usr/share/doc/poprelay/examples/postfix.yaml",
     ])
       assert.ok(files.includes(path), `${path} is not in the package`);
-    // Production only: no tests, TypeScript, source maps, dev tools, or addon build trees.
+    // Production only: no tests, TypeScript, source maps, dev tools, addon source or build tree.
     const stray = files.filter((path) =>
-      /\/build\/test\/|\.ts$|\.map$|node_modules\/(typescript|@biomejs|@types|nan)\/|obj\.target/.test(
+      /\/build\/test\/|\.ts$|\.map$|node_modules\/(typescript|@biomejs|@types)\/|obj\.target|\.(c|gyp|mk)$|Makefile$/.test(
         path,
       ),
     );

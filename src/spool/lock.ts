@@ -1,6 +1,6 @@
 import { closeSync, constants, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
-import { flock } from "fs-ext";
+import { native } from "../native.js";
 
 /**
  * An exclusive lock shared by every process that opens the same file: flock(2), which the
@@ -21,12 +21,11 @@ export class FileLock {
   }
 
   private async holding<T>(fn: (fd: number) => Promise<T>): Promise<T> {
+    const addon = native();
     mkdirSync(dirname(this.path), { recursive: true, mode: 0o750 });
     const fd = openSync(this.path, constants.O_RDWR | constants.O_CREAT, 0o640);
     try {
-      await new Promise<void>((resolve, reject) =>
-        flock(fd, "ex", (error) => (error ? reject(error) : resolve())),
-      );
+      await addon.flock(fd, addon.LOCK_EX);
       return await fn(fd);
     } finally {
       // Closing the descriptor releases the lock.
