@@ -128,8 +128,9 @@ for (const release of RELEASES) {
          postconf -e 'mynetworks = 127.0.0.1/32 [::1]/128'
          systemctl reload postfix`,
       );
-      // Postfix as the release ships it, before poprelay: the address is refused.
-      assert.equal(await rcpt("127.0.0.10"), "554");
+      // Postfix as the release ships it, before poprelay: the address is refused (454: its
+      // default defer_unauth_destination).
+      assert.match(await rcpt("127.0.0.10"), /^[45]\d\d$/);
       await run(client(`login pop3 127.0.0.10 ${USER} ${PASS}`));
       await run(client(`login imap 127.0.0.10 ${USER} ${PASS}`));
     });
@@ -195,7 +196,9 @@ for (const release of RELEASES) {
          if systemctl reload poprelay@dovecot 2>/dev/null; then echo reloaded; else echo refused; fi
          systemctl show -P ActiveState poprelay@dovecot
          test "$(systemctl show -P MainPID poprelay@dovecot)" = "$pid"
-         journalctl -u poprelay@dovecot -o cat --no-pager | grep -c '70-period.yaml:1: relay.period'`,
+         # The daemon itself refused it (on systemd >= 253 it has the SIGHUP before ExecReload=).
+         journalctl -u poprelay@dovecot _PID=$pid -o cat --no-pager |
+           grep -c 'reload failed, still running on the previous configuration: /etc/poprelay/conf.d/70-period.yaml:1: relay.period'`,
       );
       assert.deepEqual(out, ["refused", "active", "1"]);
       assert.equal(await rcpt("127.0.0.10"), "250");
@@ -274,7 +277,8 @@ for (const release of RELEASES) {
 
     it(`verifies, scores ${TARGET} or lower, and purges cleanly`, async () => {
       const out = await run(
-        `systemd-analyze verify ${UNITS.join(" ")}
+        // The man page is checked on the host (packaging.test.ts): the images have no man-db.
+        `systemd-analyze verify --man=no ${UNITS.join(" ")}
          systemd-analyze security --offline=true poprelay@dovecot.service | tail -1
          systemd-analyze security poprelay@dovecot.service | tail -1
          DEBIAN_FRONTEND=noninteractive dpkg --purge poprelay >/dev/null
