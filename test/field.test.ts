@@ -77,14 +77,19 @@ for (const release of RELEASES) {
     /** A script inside; fails the test with its output unless it exits 0. */
     const run = async (script: string, ms?: number) => {
       const result = await c().bash(script, ms);
-      assert.equal(result.code, 0, describeRun(result));
+      if (result.code !== 0) {
+        const journal = await c().bash(
+          "systemctl status --no-pager poprelay@dovecot; journalctl -o short-precise --no-pager -n 40 -u poprelay@dovecot -u postfix@-.service -u dovecot",
+        );
+        assert.fail(`${describeRun(result)}\n--- the container's journal\n${journal.stdout}`);
+      }
       return result.stdout.trim().split("\n");
     };
     const client = (args: string) => `node /root/field-client.mjs ${args}`;
     /** A login, then the ms to its first 250 (fails after RELAYED_MS). */
     const relayed = async (protocol: string, ip: string) =>
       Number((await run(client(`login ${protocol} ${ip} ${USER} ${PASS} 250 ${RELAYED_MS}`)))[0]);
-    const rcpt = async (ip: string) => (await run(client(`rcpt ${ip}`)))[0];
+    const rcpt = async (ip: string) => (await run(client(`rcpt ${ip}`)))[0] ?? "";
     let systemd = 0;
     const figures: string[] = [];
 
@@ -131,8 +136,10 @@ for (const release of RELEASES) {
       // Postfix as the release ships it, before poprelay: the address is refused (454: its
       // default defer_unauth_destination).
       assert.match(await rcpt("127.0.0.10"), /^[45]\d\d$/);
-      await run(client(`login pop3 127.0.0.10 ${USER} ${PASS}`));
-      await run(client(`login imap 127.0.0.10 ${USER} ${PASS}`));
+      // Dovecot as configured here takes the clients' logins. (poprelay's first start reads
+      // relay.period back: it grants 127.0.0.30, which nothing below uses.)
+      await run(client(`login pop3 127.0.0.30 ${USER} ${PASS}`));
+      await run(client(`login imap 127.0.0.30 ${USER} ${PASS}`));
     });
 
     it("installs the .deb with apt; Postfix configured first answers 554, never 4xx", async () => {
@@ -158,7 +165,7 @@ for (const release of RELEASES) {
          mkdir -p /run/systemd/system/poprelay@dovecot.service.d
          printf '[Service]\\nWatchdogSec=2s\\n' >/run/systemd/system/poprelay@dovecot.service.d/field.conf
          systemctl daemon-reload
-         systemctl enable --now poprelay@dovecot 2>/dev/null
+         systemctl enable --now poprelay@dovecot
          systemctl show -P Type poprelay@dovecot
          journalctl -u poprelay@dovecot -o cat --no-pager | grep -c 'agent dovecot, journal input'`,
       );
@@ -182,10 +189,7 @@ for (const release of RELEASES) {
          systemctl show -P NRestarts poprelay@dovecot`,
       );
       assert.equal(state, "active");
-      assert.match(
-        status ?? "",
-        /^2 relays active; \d+ logins seen; last alice from 127\.0\.0\.11/,
-      );
+      assert.match(status ?? "", /^3 relays active; 4 logins seen; last alice from 127\.0\.0\.11/);
       assert.equal(restarts, "0");
     });
 
@@ -193,14 +197,15 @@ for (const release of RELEASES) {
       const out = await run(
         `echo 'relay: {period: soon}' >/etc/poprelay/conf.d/70-period.yaml
          pid=$(systemctl show -P MainPID poprelay@dovecot)
-         if systemctl reload poprelay@dovecot 2>/dev/null; then echo reloaded; else echo refused; fi
+         if systemctl reload poprelay@dovecot; then echo reloaded; else echo refused; fi
          systemctl show -P ActiveState poprelay@dovecot
          test "$(systemctl show -P MainPID poprelay@dovecot)" = "$pid"
-         # The daemon itself refused it (on systemd >= 253 it has the SIGHUP before ExecReload=).
-         journalctl -u poprelay@dovecot _PID=$pid -o cat --no-pager |
-           grep -c 'reload failed, still running on the previous configuration: /etc/poprelay/conf.d/70-period.yaml:1: relay.period'`,
+         # Refused by ExecReload='s poprelay check, or by the daemon itself: systemd 253 to 261
+         # send Type=notify-reload's SIGHUP before ExecReload=, 252 and 262 after it.
+         journalctl -u poprelay@dovecot -o cat --no-pager | grep -c '70-period.yaml:1: relay.period: must be a duration'`,
       );
-      assert.deepEqual(out, ["refused", "active", "1"]);
+      assert.deepEqual(out.slice(0, 2), ["refused", "active"]);
+      assert.ok(Number(out[2]) >= 1, out.join("\n"));
       assert.equal(await rcpt("127.0.0.10"), "250");
       await relayed("pop3", "127.0.0.13");
     });
