@@ -63,55 +63,85 @@ describe("systemd units", { skip }, () => {
     }
   });
 
-  it("poprelay-generator: nothing on systemd 252; Type=notify-reload from systemd 253 on", async () => {
+  it("poprelay-generator: Type=notify-reload from systemd 253 on; the boot ID in a container", async () => {
     const generator = join(ROOT, "packaging/generator.sh");
     const dir = await tmp();
     try {
       const own = await sh("systemctl", ["--version"]);
       const version = Number(/^systemd (\d+)/.exec(own.stdout)?.[1]);
-      const dropIn = (out: string) => join(out, "poprelay@.service.d/50-notify-reload.conf");
+      const dropIns = (out: string) => join(out, "poprelay@.service.d");
+      const listing = async (out: string) => {
+        try {
+          return (await readdir(dropIns(out))).sort();
+        } catch {
+          return [];
+        }
+      };
 
       const here = join(dir, "here");
       await mkdir(here);
       const ran = await sh(generator, [here, here, here]);
       assert.equal(ran.code, 0, describeRun(ran));
       assert.equal(
-        (await readdir(here)).length > 0,
+        (await listing(here)).includes("50-notify-reload.conf"),
         version >= 253,
-        `systemd ${version}: ${(await readdir(here)).join(", ")}`,
+        `systemd ${version}: ${(await listing(here)).join(", ")}`,
       );
 
-      // A newer systemd: its systemctl, bound over this one in a mount namespace of our own.
-      for (const [fake, expected] of [
-        ["systemd 256 (256.7-1)", true],
-        ["systemd 252 (252.39-1~deb12u2)", false],
-      ] as const) {
-        const out = join(dir, fake.split(" ")[1] ?? "x");
+      // Another systemd, in a container or not: its systemctl and systemd-detect-virt, bound
+      // over this machine's in a mount namespace of our own.
+      const bootId = (await readFile("/proc/sys/kernel/random/boot_id", "utf8")).trim();
+      const cases: [string, boolean, string[]][] = [
+        ["systemd 256 (256.7-1)", false, ["50-notify-reload.conf"]],
+        ["systemd 252 (252.39-1~deb12u2)", false, []],
+        ["systemd 252 (252.39-1~deb12u2)", true, ["50-container-boot-id.conf", "boot_id"]],
+        [
+          "systemd 262 (262-1)",
+          true,
+          ["50-container-boot-id.conf", "50-notify-reload.conf", "boot_id"],
+        ],
+      ];
+      for (const [fake, container, expected] of cases) {
+        const out = join(dir, `${fake.split(" ")[1]}-${container}`);
         await mkdir(out);
         const systemctl = join(dir, "systemctl");
+        const detectVirt = join(dir, "systemd-detect-virt");
         await writeFile(systemctl, `#!/bin/sh\necho '${fake}'\necho '+PAM'\n`, { mode: 0o755 });
+        await writeFile(detectVirt, `#!/bin/sh\nexit ${container ? 0 : 1}\n`, { mode: 0o755 });
         const run = await sh("unshare", [
           "--mount",
           "--propagation",
           "private",
           "sh",
           "-c",
-          'mount --bind "$1" "$(readlink -f /usr/bin/systemctl)" && exec "$2" "$3"',
+          `mount --bind "$1" "$(readlink -f /usr/bin/systemctl)" &&
+           mount --bind "$2" "$(readlink -f /usr/bin/systemd-detect-virt)" && exec "$3" "$4"`,
           "sh",
           systemctl,
+          detectVirt,
           generator,
           out,
         ]);
         assert.equal(run.code, 0, describeRun(run));
-        if (!expected) {
-          assert.deepEqual(await readdir(out), [], fake);
-          continue;
+        assert.deepEqual(await listing(out), expected, `${fake}, container: ${container}`);
+        if (expected.includes("50-notify-reload.conf")) {
+          const text = await readFile(join(dropIns(out), "50-notify-reload.conf"), "utf8");
+          assert.match(text, /^\[Service\]$/m);
+          assert.match(text, /^Type=notify-reload$/m);
+          // The 252 ExecReload= (which sends SIGHUP itself) is reset: one SIGHUP per reload.
+          assert.match(text, /^ExecReload=\nExecReload=\/usr\/bin\/poprelay check --instance %i$/m);
         }
-        const text = await readFile(dropIn(out), "utf8");
-        assert.match(text, /^\[Service\]$/m);
-        assert.match(text, /^Type=notify-reload$/m);
-        // The 252 ExecReload= (which sends SIGHUP itself) is reset: one SIGHUP per reload.
-        assert.match(text, /^ExecReload=\nExecReload=\/usr\/bin\/poprelay check --instance %i$/m);
+        if (container) {
+          assert.equal((await readFile(join(dropIns(out), "boot_id"), "utf8")).trim(), bootId);
+          const text = await readFile(join(dropIns(out), "50-container-boot-id.conf"), "utf8");
+          assert.match(
+            text,
+            new RegExp(
+              `^BindReadOnlyPaths=${dropIns(out)}/boot_id:/proc/sys/kernel/random/boot_id$`,
+              "m",
+            ),
+          );
+        }
       }
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -2,17 +2,17 @@
  * The Debian package and systemd for tests, no mocks.
  *
  * - `buildPackage()` runs `npm run package` once per test process and returns the .deb.
- * - `bootSystemd()` boots the machine's own systemd 252 as PID 1 in a container
- *   (systemd-nspawn --boot), on an overlay of the machine's root file system: the container has
- *   this machine's systemd, Node.js and Postfix, and everything it writes (the installed
- *   package among it) goes to a tmpfs that is thrown away. Where systemd already is PID 1 this
- *   still gives a manager of our own to install into and break. `--private-network` gives the
- *   container CAP_NET_ADMIN over its own network namespace, as a real PID 1 has: without it
- *   systemd cannot bring up the loopback of PrivateNetwork= services.
+ * - `bootSystemd()` boots the systemd of a Debian image (scripts/field-test.sh debootstraps
+ *   them) as PID 1 in a container (systemd-nspawn --boot), on an overlay of the image:
+ *   everything the container writes (the installed package among it) goes to a tmpfs that is
+ *   thrown away, and a reboot keeps it. `--private-network` gives the container CAP_NET_ADMIN
+ *   over its own network namespace, as a real PID 1 has: without it systemd cannot bring up the
+ *   loopback of PrivateNetwork= services. Commands run in the container through nsenter into
+ *   its PID 1 (`--register=no --keep-unit`: this machine's PID 1 is not systemd).
  *
  * Outside CI a missing part (not root, a tool not installed) skips with a reason; under CI=true
  * nothing skips: the test fails. Packages: dpkg-dev, binutils, lintian, systemd,
- * systemd-container (see scripts/test.sh).
+ * systemd-container, debootstrap (see scripts/test.sh).
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync, openSync } from "node:fs";
