@@ -160,7 +160,7 @@ export async function bootSystemd(
   const exec = (args: readonly string[], ms = 120_000) =>
     sh(TOOLS.nsenter, ["--target", leader, "--all", "--", ...args], { timeoutMs: ms });
   const bash = (script: string, ms?: number) =>
-    exec(["/bin/bash", "-euo", "pipefail", "-c", script], ms);
+    exec(["/bin/bash", "--norc", "-euo", "pipefail", "-c", script], ms);
 
   /** Starts systemd-nspawn on `root` and waits until the container's systemd has booted. */
   const boot = async () => {
