@@ -121,15 +121,18 @@ static napi_value js_notify(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char socket_name[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
   size_t name_length, message_length;
+  /* The name's full length first: a copy would cut a long one short, silently. */
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
-      napi_get_value_string_utf8(env, argv[0], socket_name, sizeof socket_name, &name_length) !=
-          napi_ok ||
+      napi_get_value_string_utf8(env, argv[0], NULL, 0, &name_length) != napi_ok ||
       napi_get_value_string_utf8(env, argv[1], NULL, 0, &message_length) != napi_ok)
     return throw_type_error(env, "notify(socket, message): two strings");
 
   struct sockaddr_un address;
   memset(&address, 0, sizeof address);
   address.sun_family = AF_UNIX;
+  socket_name[0] = '\0';
+  if (name_length < sizeof socket_name)
+    napi_get_value_string_utf8(env, argv[0], socket_name, sizeof socket_name, &name_length);
   if ((socket_name[0] != '/' && socket_name[0] != '@') || name_length < 2 ||
       name_length > sizeof address.sun_path ||
       (socket_name[0] == '/' && name_length == sizeof address.sun_path) ||

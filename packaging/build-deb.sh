@@ -108,6 +108,7 @@ install -d "$pkg/DEBIAN"
 for script in postinst prerm postrm; do
   install -m 755 "packaging/debian/$script" "$pkg/DEBIAN/$script"
 done
+install -m 644 packaging/debian/triggers "$pkg/DEBIAN/triggers"
 (cd "$pkg" && find etc -type f | sed 's|^|/|' | sort) >"$pkg/DEBIAN/conffiles"
 # The addon's shared library (libc6). Its Node-API symbols come from the node binary, which
 # dpkg-shlibdeps cannot see; Node-API is stable, so nodejs is bounded below only, by the

@@ -39,6 +39,24 @@ unpack() {
   rm -rf "$deb"
 }
 
+# node_binary VERSION: Node.js VERSION's own binary in .cache/node/VERSION/bin/node, from the npm
+# registry's node-linux-ARCH package (what the `node` package installs), unless it is there.
+node_binary() {
+  local version=$1 dir=.cache/node/$1 arch
+  [ -x "$dir/bin/node" ] && return 0
+  case $(dpkg --print-architecture) in
+    amd64) arch=x64 ;;
+    arm64) arch=arm64 ;;
+    *) echo "node_binary: no node-linux package for $(dpkg --print-architecture)" >&2; return 1 ;;
+  esac
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "node-linux-$arch@$version" >/dev/null)
+  mkdir -p "$dir"
+  tar -xzf "$tmp"/*.tgz -C "$dir" --strip-components=1
+  rm -rf "$tmp"
+}
+
 # The node modules and the compiled program, rebuilt when the lock file or sources changed.
 build() {
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -14,6 +14,10 @@ apt_install ca-certificates gcc make python3 systemd systemd-journal-remote \
 apt_install libdb5.3 libldap-2.5-0 libsasl2-2
 unpack sendmail-bin usr/libexec/sendmail/makemap .cache/sendmail
 unpack ucspi-tcp-ipv6 usr/bin/tcprules .cache/ucspi-tcp-ipv6
+# The oldest Node.js poprelay supports (package.json engines) and Debian testing's: the addon
+# and the program are run with each (test/native.test.ts).
+node_binary 18.19.0
+node_binary 24.22.3
 build
 # The field test's Debian 12, 13 and testing images (test/field.test.ts), debootstrapped once into
 # /var/cache/poprelay-field and reused: the first time takes minutes, outside the time limit below.

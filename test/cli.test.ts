@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { poprelay, run, sandbox } from "./helpers.js";
+import { CLI, poprelay, run, sandbox, scratch } from "./helpers.js";
 
 const postmapQuery = (key: string, map: string) =>
   run("/usr/sbin/postmap", ["-q", key, `hash:${map}`]);
@@ -167,5 +168,48 @@ describe("clean without --instance", () => {
       `courier: 1 expired entry removed; map ${courierMap}: 1 entry (unchanged)`,
     ]);
     assert.equal((await postmapQuery("192.0.2.2", courierMap)).stdout, "OK\n");
+  });
+});
+
+/**
+ * Runs poprelay with the read end of stdout (and of stderr, if asked) closed before it starts
+ * writing: its writes then fail with EPIPE, as under `poprelay agents | head`, only always.
+ */
+function readerGone(
+  args: readonly string[],
+  closeStderr: boolean,
+): Promise<{ code: number | null; signal: string | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout.destroy();
+  if (closeStderr) child.stderr.destroy();
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  return new Promise((resolve) =>
+    child.on("close", (code, signal) => resolve({ code, signal, stderr })),
+  );
+}
+
+describe("a command whose reader goes away", () => {
+  it("stops quietly with status 0: no EPIPE stack trace (agents, check --print, list, match)", async () => {
+    const { dir } = await sandbox();
+    assert.equal((await poprelay(["add", "192.0.2.1", "--config-dir", dir])).code, 0);
+    const log = join(await scratch("poprelay-epipe-"), "mail.log");
+    const line = (i: number) =>
+      `Nov 24 03:12:01 mail dovecot: pop3-login: Login: user=<u${i}>, method=PLAIN, rip=198.51.100.${i % 250}, lip=192.0.2.1`;
+    await writeFile(log, `${Array.from({ length: 20_000 }, (_, i) => line(i)).join("\n")}\n`);
+    for (const args of [
+      ["agents"],
+      ["check", "--print", "--config-dir", dir],
+      ["list", "--config-dir", dir],
+      ["match", "--agent", "dovecot", "--json", "--config-dir", dir, log],
+    ]) {
+      const result = await readerGone(args, false);
+      assert.deepEqual(result, { code: 0, signal: null, stderr: "" }, args.join(" "));
+    }
+    // Its summary on stderr has no reader either.
+    const both = await readerGone(["match", "--agent", "dovecot", "--config-dir", dir, log], true);
+    assert.deepEqual(both, { code: 0, signal: null, stderr: "" });
   });
 });

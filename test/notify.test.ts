@@ -52,6 +52,20 @@ describe("sd_notify", () => {
     });
   }
 
+  it("refuses a NOTIFY_SOCKET it cannot address whole (never a shortened name)", () => {
+    for (const socket of [`/${"x".repeat(107)}`, `@${"x".repeat(108)}`, "relative", "vsock:2:9"]) {
+      process.env.NOTIFY_SOCKET = socket;
+      try {
+        const log = memoryLogger();
+        createNotifier(log).send({ READY: "1" });
+        assert.equal(log.lines.length, 1, socket);
+        assert.match(log.lines[0] ?? "", /absolute path or @abstract name, of at most 107 bytes/);
+      } finally {
+        delete process.env.NOTIFY_SOCKET;
+      }
+    }
+  });
+
   it("logs a failed send once, and keeps going", async () => {
     process.env.NOTIFY_SOCKET = join(await scratch(), "gone.sock");
     try {

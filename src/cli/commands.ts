@@ -9,6 +9,7 @@ import { Daemon } from "../daemon/daemon.js";
 import { createNotifier } from "../daemon/notify.js";
 import type { Logger } from "../log.js";
 import { checkMapTools } from "../maps/settings.js";
+import { snippets } from "../maps/snippet.js";
 import type { MapWriteResult } from "../maps/write.js";
 import { AGENTS } from "../matcher/agents/index.js";
 import { RelayState } from "../relay-state.js";
@@ -303,6 +304,21 @@ export const COMMANDS: Record<string, Command> = {
       const { relay } = await open(context);
       const { map } = await relay.regenerate();
       context.out(`${mapSummary(map)}\n`);
+      return 0;
+    },
+  }),
+  snippet: command({
+    args: "[--instance NAME]",
+    summary:
+      "print the MTA's configuration lines for this configuration (stdout); where they go on stderr",
+    takes: [],
+    arity: [0, 0],
+    async run(context) {
+      const { config } = await loadConfig(context.configDir, context.instance);
+      for (const snippet of snippets(config)) {
+        process.stderr.write(`# ${snippet.where}\n`);
+        for (const line of snippet.lines) context.out(`${line}\n`);
+      }
       return 0;
     },
   }),

@@ -43,6 +43,37 @@ export function usage(): string {
   ].join("\n");
 }
 
+let pipesWatched = false;
+
+/**
+ * When the reader of stdout or stderr goes away (`poprelay agents | head`), a command stops
+ * quietly with status 0, as if it had finished: nobody wants the rest of its output, and a
+ * stack trace would be noise. Its work is done by then (add, generate... print only at the end)
+ * or was only printing (match, list). The daemon is the exception: its work is the relay, not
+ * the log, so it keeps running without one. Any other write error stays fatal.
+ */
+function stopOnBrokenPipe(daemon: boolean): void {
+  if (pipesWatched) return;
+  pipesWatched = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code !== "EPIPE") throw error;
+      if (!daemon) process.exit(EXIT.ok);
+    });
+  }
+}
+
+/**
+ * Writes to stdout, and stops at once if that found the reader gone: a write to a pipe fails
+ * synchronously, but its error event waits for the event loop, which a command working
+ * through a file in one go (match) would only reach at its end.
+ */
+function writeOut(text: string): void {
+  process.stdout.write(text);
+  if ((process.stdout.errored as NodeJS.ErrnoException | null)?.code === "EPIPE")
+    process.exit(EXIT.ok);
+}
+
 /** Runs one command line; returns the exit status rather than exiting, for tests. */
 export async function main(argv: readonly string[]): Promise<number> {
   // The admin commands print their own one-line summary; the daemon logs its work.
@@ -60,6 +91,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return EXIT.ok;
   }
   const [name, ...args] = positionals;
+  stopOnBrokenPipe(name === "run");
   if (values.help || name === undefined || name === "help") {
     (name === undefined && !values.help ? process.stderr : process.stdout).write(`${usage()}\n`);
     return name === undefined && !values.help ? EXIT.usage : EXIT.ok;
@@ -75,7 +107,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     configDir: values["config-dir"] ?? process.env.POPRELAY_CONFIG_DIR ?? DEFAULT_CONFIG_DIR,
     instance: values.instance ?? "",
     log,
-    out: (text) => process.stdout.write(text),
+    out: writeOut,
     cleanup: [],
   };
   try {
