@@ -3,8 +3,10 @@
  * booted here with its own systemd (systemd-nspawn --boot --private-network on a throwaway
  * overlay of an image that scripts/field-test.sh debootstraps once), with that release's own
  * nodejs, Dovecot and Postfix:
- * - the .deb installs with apt; Postfix configured first, as the README says, answers 554;
- * - `systemctl enable --now poprelay@dovecot` (input source auto: the journal) relays a POP3 and
+ * - the .deb installs with apt; before the first start the map and its database exist and
+ *   grant nobody, so Postfix set up from `poprelay snippet` answers 554, for hash, lmdb and cdb;
+ * - set up in the README's order (poprelay, `poprelay snippet` into main.cf, then start),
+ *   `systemctl enable --now poprelay@dovecot` (input source auto: the journal) relays a POP3 and
  *   an IMAP login within 3 s, and never a neighbour address (real clients on 127.0.0.x);
  * - the watchdog and STATUS= work; a broken reload is refused and the old configuration keeps
  *   working; a good one is applied (Type=notify-reload from systemd 253 on), and its short relay
@@ -142,35 +144,66 @@ for (const release of RELEASES) {
       await run(client(`login imap 127.0.0.30 ${USER} ${PASS}`));
     });
 
-    it("installs the .deb with apt; Postfix configured first answers 554, never 4xx", async () => {
+    it("installs the .deb with apt: before the first start, Postfix set up from poprelay snippet answers 554 (hash, lmdb, cdb)", async () => {
       const deb = basename(await buildPackage());
       await run(
-        `DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /root/${deb} >/dev/null
-         poprelay check
-         # The README's order: the Postfix lines, postfix reload, then poprelay.
-         postconf -e 'smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination'
-         postfix reload 2>/dev/null`,
+        `DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /root/${deb} >/dev/null`,
         300_000,
       );
-      assert.equal(await rcpt("127.0.0.10"), "554");
+      for (const type of ["hash", "lmdb", "cdb"]) {
+        const product = type === "hash" ? "db" : type;
+        const out = await run(
+          `if [ ${type} != hash ]; then
+             # A type set before (re)installing: postinst writes that database.
+             printf 'map:\n  type: ${type}\n' >/etc/poprelay/conf.d/40-type.yaml
+             DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall /root/${deb} >/dev/null 2>&1
+           fi
+           postconf -e "$(poprelay snippet 2>/dev/null)"
+           postfix reload 2>/dev/null
+           systemctl is-active poprelay@dovecot || true
+           stat -c '%U %a' /var/lib/poprelay/relay /var/lib/poprelay/relay.${product}
+           grep -vc '^#' /var/lib/poprelay/relay || true
+           postmap -s ${type}:/var/lib/poprelay/relay | wc -l`,
+          300_000,
+        );
+        // Not running yet; map and database owned by poprelay, readable by Postfix; no entry.
+        assert.deepEqual(out, ["inactive", "poprelay 644", "poprelay 644", "0", "0"], type);
+        // Relay access denied, never 451 (a table missing) nor 454.
+        assert.equal(await rcpt("127.0.0.10"), "554", type);
+      }
     });
 
-    it("follows the journal: a POP3 and an IMAP login relayed within 3 s, a neighbour not", async (t) => {
+    it("is set up in the README's order; starts; the map answers 554 still", async () => {
       const out = await run(
-        `cp /usr/share/doc/poprelay/examples/postfix.yaml /etc/poprelay/conf.d/50-local.yaml
+        `rm /etc/poprelay/conf.d/40-type.yaml
+         # 2. poprelay's configuration, from the example for Postfix, and its map.
+         cp /usr/share/doc/poprelay/examples/postfix.yaml /etc/poprelay/conf.d/50-local.yaml
          # Only 127.0.0.1 is in mynetworks here (the example ignores all of 127.0.0.0/8).
-         printf 'match:\\n  ignore: [127.0.0.1/32, "::1/128"]\\n' >/etc/poprelay/conf.d/60-field.yaml
+         printf 'match:\n  ignore: [127.0.0.1/32, "::1/128"]\n' >/etc/poprelay/conf.d/60-field.yaml
          poprelay check >/dev/null
+         poprelay generate >/dev/null
+         # 3. The MTA's lines.
+         postconf -e "$(poprelay snippet 2>/dev/null)"
+         postfix reload 2>/dev/null
+         postconf -h smtpd_relay_restrictions
          # A short watchdog, so that the test sees WATCHDOG=1 keep the daemon alive.
          mkdir -p /run/systemd/system/poprelay@dovecot.service.d
-         printf '[Service]\\nWatchdogSec=2s\\n' >/run/systemd/system/poprelay@dovecot.service.d/field.conf
+         printf '[Service]\nWatchdogSec=2s\n' >/run/systemd/system/poprelay@dovecot.service.d/field.conf
          systemctl daemon-reload
+         # 4. Start.
          systemctl enable --now poprelay@dovecot
          systemctl show -P Type poprelay@dovecot
          journalctl -u poprelay@dovecot -o cat --no-pager | grep -c 'agent dovecot, journal input'`,
       );
-      assert.deepEqual(out, [systemd >= 253 ? "notify-reload" : "notify", "1"]);
+      assert.deepEqual(out, [
+        "permit_mynetworks, permit_sasl_authenticated, check_client_access hash:/var/lib/poprelay/relay, reject_unauth_destination",
+        systemd >= 253 ? "notify-reload" : "notify",
+        "1",
+      ]);
       assert.equal(await rcpt("127.0.0.10"), "554");
+    });
+
+    it("follows the journal: a POP3 and an IMAP login relayed within 3 s, a neighbour not", async (t) => {
       const pop3 = await relayed("pop3", "127.0.0.10");
       const imap = await relayed("imap", "127.0.0.11");
       figures.push(`login→250: POP3 ${pop3} ms, IMAP ${imap} ms`);
