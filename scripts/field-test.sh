@@ -74,7 +74,10 @@ if [[ ${1:-} == --image ]]; then only_image=true; shift; fi
 mapfile -t wanted < <(releases "$@")
 [[ ${#wanted[@]} -gt 0 ]] || exit 2
 
-for release in "${wanted[@]}"; do image "$release"; done
+# The images at the same time: most of a first build is waiting for the archive.
+pids=()
+for release in "${wanted[@]}"; do image "$release" & pids+=($!); done
+for pid in "${pids[@]}"; do wait "$pid"; done
 $only_image && exit 0
 
 # The checks themselves, one release after the other, with the .deb `npm run package` builds.
