@@ -6,8 +6,9 @@
 #   (Debian 12): Type=notify, and an ExecReload= that sends SIGHUP and waits for the daemon's
 #   answer in the journal. Type=notify-reload does this properly: systemd sends SIGHUP itself
 #   and `systemctl reload` returns when the daemon has sent RELOADING=1 and then READY=1.
-# - In a container: the container's boot ID. A container manager (systemd-nspawn) gives its
-#   container a boot ID of its own by mounting a file over /proc/sys/kernel/random/boot_id.
+# - systemd 252, in a container: the container's boot ID. A container manager (systemd-nspawn)
+#   gives its container a boot ID of its own by mounting a file over
+#   /proc/sys/kernel/random/boot_id.
 #   systemd 252 mounts a fresh /proc for the unit's sandbox (ProtectProc=,
 #   ProtectKernelTunables=), where the kernel's own boot ID shows instead; `journalctl --follow`
 #   then follows a boot the journal does not have and never shows a new entry. A copy of the
@@ -32,7 +33,9 @@ ExecReload=/usr/bin/poprelay check --instance %i
 UNIT
 fi
 
-if systemd-detect-virt --container --quiet 2>/dev/null &&
+# systemd 257 and later keep the container's boot ID in the sandbox, and refuse to mount a
+# file over it (the unit then fails with 226/NAMESPACE): only before 253, where it is needed.
+if [ "${version:-0}" -lt 253 ] && systemd-detect-virt --container --quiet 2>/dev/null &&
   [ -r /proc/sys/kernel/random/boot_id ]; then
   mkdir -p "$dropins"
   # Not a .conf file: systemd reads no unit settings from it.
