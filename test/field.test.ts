@@ -219,14 +219,17 @@ for (const release of RELEASES) {
     });
 
     it("answers the watchdog and keeps STATUS= up to date", async () => {
-      const [state, status, restarts] = await run(
+      const [state, status, restarts, notice] = await run(
         `pid=$(systemctl show -P MainPID poprelay@dovecot); sleep 3
          test "$(systemctl show -P MainPID poprelay@dovecot)" = "$pid"
          systemctl show -P ActiveState poprelay@dovecot
          systemctl show -P StatusText poprelay@dovecot
-         systemctl show -P NRestarts poprelay@dovecot`,
+         systemctl show -P NRestarts poprelay@dovecot
+         # Logged with <N> priorities: notice for the start-up summary.
+         journalctl -u poprelay@dovecot -o json --no-pager | grep -m1 'relay period' | grep -c '"PRIORITY":"5"'`,
       );
       assert.equal(state, "active");
+      assert.equal(notice, "1");
       assert.match(status ?? "", /^3 relays active; 4 logins seen; last alice from 127\.0\.0\.11/);
       assert.equal(restarts, "0");
     });
@@ -269,7 +272,10 @@ for (const release of RELEASES) {
       const out = await run(
         `systemctl stop poprelay@dovecot
          systemctl is-active poprelay@dovecot || true
+         journalctl -u poprelay@dovecot -o cat --no-pager | grep -c 'SIGTERM: stopping'
+         # Enabled and started by the package's postinst; a run missed while off happens at boot.
          systemctl is-enabled poprelay-cleanup.timer
+         systemctl show -P Persistent poprelay-cleanup.timer
          systemctl is-active poprelay-cleanup.timer
          echo 'relay: {period: 1s}' >/etc/poprelay/conf.d/70-period.yaml
          poprelay add 127.0.0.20 >/dev/null
@@ -283,7 +289,9 @@ for (const release of RELEASES) {
       );
       assert.deepEqual(out, [
         "inactive",
+        "1",
         "enabled",
+        "yes",
         "active",
         "1",
         "0",

@@ -123,9 +123,11 @@ export const COMMANDS: Record<string, Command> = {
         log,
         notifier,
       });
-      await daemon.start();
-      log.info(`running (notify: ${notifier.via}): ${daemon.status()}`);
-      return new Promise<number>((resolve) => {
+      // The signal handlers come before start() sends READY=1: systemd 262 refuses to start a
+      // Type=notify-reload unit whose main process has no SIGHUP handler by then ("lacks handler
+      // for reload signal HUP"), and a SIGHUP before it would end Node.js. A signal during
+      // start() waits for it: the daemon's steps run one after the other.
+      const stopped = new Promise<number>((resolve) => {
         const stop = (why: string, code = 0) => {
           log.notice(`${why}: stopping`);
           daemon.stop().then(
@@ -146,6 +148,9 @@ export const COMMANDS: Record<string, Command> = {
         process.once("SIGTERM", () => stop("SIGTERM"));
         process.once("SIGINT", () => stop("SIGINT"));
       });
+      await daemon.start();
+      log.info(`running (notify: ${notifier.via}): ${daemon.status()}`);
+      return stopped;
     },
   }),
   match: command({
