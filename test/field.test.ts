@@ -226,7 +226,8 @@ for (const release of RELEASES) {
          systemctl show -P StatusText poprelay@dovecot
          systemctl show -P NRestarts poprelay@dovecot
          # Logged with <N> priorities: notice for the start-up summary.
-         journalctl -u poprelay@dovecot -o json --no-pager | grep -m1 'relay period' | grep -c '"PRIORITY":"5"'`,
+         journalctl -u poprelay@dovecot -o json --no-pager >/tmp/poprelay.json
+         grep -m1 'relay period' /tmp/poprelay.json | grep -c '"PRIORITY":"5"'`,
       );
       assert.equal(state, "active");
       assert.equal(notice, "1");
