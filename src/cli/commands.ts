@@ -238,7 +238,10 @@ export const COMMANDS: Record<string, Command> = {
           },
         );
       };
-      // Before the start: a SIGTERM while starting still stops gracefully, once the start is done.
+      // The signal handlers come before start() sends READY=1: systemd 262 refuses to start a
+      // Type=notify-reload unit whose main process has no SIGHUP handler by then ("lacks handler
+      // for reload signal HUP"), and a SIGHUP before it would end Node.js. A SIGTERM while
+      // starting still stops gracefully, once the start is done.
       process.on("SIGHUP", () => {
         // A reload that failed halfway left nothing reading: exit, and systemd restarts us.
         daemon.reload().catch((error: Error) => {

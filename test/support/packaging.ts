@@ -2,17 +2,17 @@
  * The Debian package and systemd for tests, no mocks.
  *
  * - `buildPackage()` runs `npm run package` once per test process and returns the .deb.
- * - `bootSystemd()` boots the machine's own systemd 252 as PID 1 in a container
- *   (systemd-nspawn --boot), on an overlay of the machine's root file system: the container has
- *   this machine's systemd, Node.js and Postfix, and everything it writes (the installed
- *   package among it) goes to a tmpfs that is thrown away. Where systemd already is PID 1 this
- *   still gives a manager of our own to install into and break. `--private-network` gives the
- *   container CAP_NET_ADMIN over its own network namespace, as a real PID 1 has: without it
- *   systemd cannot bring up the loopback of PrivateNetwork= services.
+ * - `bootSystemd()` boots the systemd of a Debian image (scripts/field-test.sh debootstraps
+ *   them) as PID 1 in a container (systemd-nspawn --boot), on an overlay of the image:
+ *   everything the container writes (the installed package among it) goes to a tmpfs that is
+ *   thrown away, and a reboot keeps it. `--private-network` gives the container CAP_NET_ADMIN
+ *   over its own network namespace, as a real PID 1 has: without it systemd cannot bring up the
+ *   loopback of PrivateNetwork= services. Commands run in the container through nsenter into
+ *   its PID 1 (`--register=no --keep-unit`: this machine's PID 1 is not systemd).
  *
  * Outside CI a missing part (not root, a tool not installed) skips with a reason; under CI=true
  * nothing skips: the test fails. Packages: dpkg-dev, binutils, lintian, systemd,
- * systemd-container (see scripts/test.sh).
+ * systemd-container, debootstrap (see scripts/test.sh).
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync, openSync } from "node:fs";
@@ -97,6 +97,11 @@ export interface Booted {
   exec(args: readonly string[], timeoutMs?: number): Promise<Run>;
   /** A shell script inside the container (bash -euo pipefail). */
   bash(script: string, timeoutMs?: number): Promise<Run>;
+  /**
+   * `systemctl reboot` inside, then the same root booted again: what the container wrote is
+   * kept, as on a machine's disk; the boot is a new one (a new boot ID in the journal).
+   */
+  reboot(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -124,11 +129,19 @@ async function containerInit(nspawn: number): Promise<number | undefined> {
   return undefined;
 }
 
-/** Boots systemd in a container on an overlay of `/`; see the top of this file. */
-export async function bootSystemd(name: string, timeoutMs = 120_000): Promise<Booted> {
+/**
+ * Boots the systemd of `image` (a directory holding a Debian root file system) in a container,
+ * on an overlay of it; see the top of this file.
+ */
+export async function bootSystemd(
+  name: string,
+  image: string,
+  timeoutMs = 120_000,
+): Promise<Booted> {
   const base = await mkdtemp(join(tmpdir(), "poprelay-systemd-"));
   const layers = join(base, "layers");
   const root = join(base, "root");
+  const console = join(base, "nspawn.log");
   await mkdir(layers);
   await mkdir(root);
   const mounted: string[] = [];
@@ -138,36 +151,19 @@ export async function bootSystemd(name: string, timeoutMs = 120_000): Promise<Bo
     mounted.unshift(target);
   };
   let nspawn: ReturnType<typeof spawn> | undefined;
-  const stop = async () => {
-    if (nspawn && nspawn.exitCode === null && nspawn.signalCode === null) {
-      const exited = new Promise((resolve) => nspawn?.once("exit", resolve));
-      // SIGTERM: nspawn asks the container's systemd to power off, then waits for it.
-      nspawn.kill("SIGTERM");
-      const done = await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)]);
-      if (!done) {
-        nspawn.kill("SIGKILL");
-        await exited;
-      }
-    }
-    for (const target of mounted) await sh("umount", ["--lazy", target]);
-    await rm(base, { recursive: true, force: true });
-  };
-  try {
-    // The upper layer on a tmpfs: overlayfs refuses an upper directory inside its lower one.
-    await mount(["-t", "tmpfs", "-o", "mode=0755", "tmpfs"], layers);
-    await mkdir(join(layers, "upper"));
-    await mkdir(join(layers, "work"));
-    await mount(
-      [
-        "-t",
-        "overlay",
-        "-o",
-        `lowerdir=/,upperdir=${layers}/upper,workdir=${layers}/work`,
-        "overlay",
-      ],
-      root,
-    );
-    const log = openSync(join(base, "nspawn.log"), "w");
+  let leader = "";
+  const exited = () =>
+    new Promise<void>((resolve) => {
+      if (!nspawn || nspawn.exitCode !== null || nspawn.signalCode !== null) resolve();
+      else nspawn.once("exit", () => resolve());
+    });
+  const exec = (args: readonly string[], ms = 120_000) =>
+    sh(TOOLS.nsenter, ["--target", leader, "--all", "--", ...args], { timeoutMs: ms });
+  const bash = (script: string, ms?: number) =>
+    exec(["/bin/bash", "--norc", "-euo", "pipefail", "-c", script], ms);
+
+  /** Starts systemd-nspawn on `root` and waits until the container's systemd has booted. */
+  const boot = async () => {
     nspawn = spawn(
       TOOLS["systemd-nspawn"],
       [
@@ -181,40 +177,83 @@ export async function bootSystemd(name: string, timeoutMs = 120_000): Promise<Bo
         "--boot",
         "--console=read-only",
       ],
-      { stdio: ["ignore", log, log] },
+      {
+        stdio: ["ignore", openSync(console, "a"), openSync(console, "a")],
+        // This machine mounts cgroup v1 (and an empty cgroup2 beside it); systemd 258 and later
+        // refuse to boot without the unified hierarchy, which nspawn then gives the container.
+        env: { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" },
+      },
     );
     const deadline = Date.now() + timeoutMs;
-    let leader: number | undefined;
-    while (!leader && Date.now() < deadline) {
+    let pid: number | undefined;
+    while (!pid && Date.now() < deadline) {
       if (nspawn.exitCode !== null) break;
       await sleep(100);
-      leader = nspawn.pid ? await containerInit(nspawn.pid) : undefined;
+      pid = nspawn.pid ? await containerInit(nspawn.pid) : undefined;
     }
-    if (!leader) {
+    if (!pid)
       throw new Error(
-        `systemd-nspawn did not start a container: ${await readFile(join(base, "nspawn.log"), "utf8")}`,
+        `systemd-nspawn did not start a container: ${await readFile(console, "utf8")}`,
       );
-    }
-    const target = String(leader);
-    const exec = (args: readonly string[], ms = 120_000) =>
-      sh(TOOLS.nsenter, ["--target", target, "--all", "--", ...args], { timeoutMs: ms });
-    const bash = (script: string, ms?: number) =>
-      exec(["/bin/bash", "-euo", "pipefail", "-c", script], ms);
-    // Until the boot transaction is done: "running", or "degraded" where a unit of the host
+    leader = String(pid);
+    // Until the boot transaction is done: "running", or "degraded" where a unit of the image
     // fails in a container (that is not ours to judge).
     let state: Run | undefined;
     while (Date.now() < deadline) {
       state = await exec(["systemctl", "is-system-running", "--wait"], 60_000);
-      if (/^(running|degraded)$/.test(state.stdout.trim())) break;
+      if (/^(running|degraded)$/.test(state.stdout.trim())) return;
       await sleep(500);
     }
-    if (!state || !/^(running|degraded)$/.test(state.stdout.trim())) {
-      const log = await readFile(join(base, "nspawn.log"), "utf8");
-      throw new Error(
-        `the container's systemd did not finish booting: ${state ? describeRun(state) : "no answer"}\n--- console\n${log.slice(-4000)}`,
-      );
+    const log = await readFile(console, "utf8");
+    throw new Error(
+      `the container's systemd did not finish booting: ${state ? describeRun(state) : "no answer"}\n--- console\n${log.slice(-4000)}`,
+    );
+  };
+
+  /** Powers the container off (SIGTERM to nspawn asks its systemd), or kills it after 30 s. */
+  const halt = async () => {
+    if (nspawn && nspawn.exitCode === null && nspawn.signalCode === null) {
+      nspawn.kill("SIGTERM");
+      const done = await Promise.race([exited().then(() => true), sleep(30_000).then(() => false)]);
+      if (!done) {
+        nspawn.kill("SIGKILL");
+        await exited();
+      }
     }
-    return { root, exec, bash, stop };
+  };
+  const stop = async () => {
+    await halt();
+    for (const target of mounted) await sh("umount", ["--lazy", target]);
+    await rm(base, { recursive: true, force: true });
+  };
+  const reboot = async () => {
+    // --no-block: the shutdown kills this very command.
+    const run = await exec(["systemctl", "--no-block", "reboot"]);
+    if (run.code !== 0) throw new Error(`systemctl reboot: ${describeRun(run)}`);
+    // nspawn ends with 133 when its container asks for a reboot; booting again is ours to do.
+    const done = await Promise.race([exited().then(() => true), sleep(60_000).then(() => false)]);
+    if (!done) throw new Error("the container did not shut down within 60 s of systemctl reboot");
+    if (nspawn?.exitCode !== 133)
+      throw new Error(`systemd-nspawn ended with ${nspawn?.exitCode} on reboot, not 133`);
+    await boot();
+  };
+  try {
+    // The upper layer on a tmpfs: overlayfs refuses an upper directory inside its lower one.
+    await mount(["-t", "tmpfs", "-o", "mode=0755", "tmpfs"], layers);
+    await mkdir(join(layers, "upper"));
+    await mkdir(join(layers, "work"));
+    await mount(
+      [
+        "-t",
+        "overlay",
+        "-o",
+        `lowerdir=${image},upperdir=${layers}/upper,workdir=${layers}/work`,
+        "overlay",
+      ],
+      root,
+    );
+    await boot();
+    return { root, exec, bash, reboot, stop };
   } catch (error) {
     await stop();
     throw error;
