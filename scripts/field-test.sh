@@ -15,7 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE=${POPRELAY_FIELD_CACHE:-/var/cache/poprelay-field}
-MIRROR=${POPRELAY_FIELD_MIRROR:-http://deb.debian.org/debian}
+# The Debian archive this host's apt uses (its main archive, not -security), unless told.
+host_mirror() {
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+    2>/dev/null | grep -oE '(https?|file)://[^ ]*/debian/?( |$)' | head -1 | tr -d ' '
+}
+MIRROR=${POPRELAY_FIELD_MIRROR:-$(host_mirror)}
+[[ -n $MIRROR ]] || { echo "field-test: no Debian archive in /etc/apt; set POPRELAY_FIELD_MIRROR" >&2; exit 1; }
 RELEASES=(bookworm trixie forky)
 # What the field test needs inside: the release's own systemd (and dbus, as on a real system),
 # Node.js, Dovecot and Postfix with the map types poprelay writes.
