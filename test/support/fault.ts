@@ -48,7 +48,8 @@ export async function faultSetup(
     options.input ?? `input:\n  source: file\n  file: ${setup.log}`,
     // The addresses below are documentation and private ones, which the defaults grant anyway.
     "match:\n  ignore: []",
-    `relay:\n  period: ${options.period ?? "2h"}`,
+    // The logins here have no end lines: relay lasts one period, not while a session is open.
+    `relay:\n  period: ${options.period ?? "2h"}\n  session_max: ${options.period ?? "2h"}`,
     `spool:\n  directory: ${setup.spool}`,
     `state:\n  directory: ${setup.state}`,
     `map:\n  mta: plain\n  file: ${setup.map}`,
