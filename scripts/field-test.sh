@@ -18,7 +18,7 @@ CACHE=${POPRELAY_FIELD_CACHE:-/var/cache/poprelay-field}
 # The Debian archive this host's apt uses (its main archive, not -security), unless told.
 host_mirror() {
   cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
-    2>/dev/null | grep -oE '(https?|file)://[^ ]*/debian/?( |$)' | head -1 | tr -d ' '
+    2>/dev/null | grep -oE '(https?|file)://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true
 }
 MIRROR=${POPRELAY_FIELD_MIRROR:-$(host_mirror)}
 [[ -n $MIRROR ]] || { echo "field-test: no Debian archive in /etc/apt; set POPRELAY_FIELD_MIRROR" >&2; exit 1; }
