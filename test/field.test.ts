@@ -159,7 +159,7 @@ for (const release of RELEASES) {
              printf 'map:\n  type: ${set}\n' >/etc/poprelay/conf.d/40-type.yaml
              DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall /root/${deb} >/dev/null 2>&1
            fi
-           type=$(poprelay check 2>/dev/null | sed -n 's/^map\.type: \([a-z]*\) .*/\1/p')
+           type=$(poprelay check 2>/dev/null | sed -n 's/^map\\.type: \\([a-z]*\\) .*/\\1/p')
            type=\${type:-${set}}
            product=$type; [ "$type" = hash ] && product=db
            echo "$type"
