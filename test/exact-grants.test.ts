@@ -18,7 +18,6 @@
  * Each prints how many neighbours it probed and how many relayed (must be 0).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
@@ -40,6 +39,14 @@ import { IN_CI, ROOT, run, scratch } from "./helpers.js";
 import { makeTraversable } from "./support/dovecot.js";
 import { type PostfixMapType, postfixSkipReason, startPostfix } from "./support/postfix.js";
 import { type ProbeSet, probeSet, spellings } from "./support/probes.js";
+import {
+  addressTest,
+  cached,
+  runWithInput,
+  SENDMAIL_BIN,
+  SENDMAIL_CF,
+  sendmailCf,
+} from "./support/sendmail.js";
 
 const SEED = 20261206;
 const PROBES = probeSet(40, SEED);
@@ -343,44 +350,6 @@ describe("qmail decides exactly: tcprulescheck on the cdb tcprules built", () =>
 
 // ------------------------------------------------------- Sendmail: its own access-map lookup
 
-const SENDMAIL_BIN = join(ROOT, ".cache/sendmail/usr/libexec/sendmail");
-const SENDMAIL_CF = join(ROOT, ".cache/sendmail-cf/usr/share/sendmail/cf");
-
-/** A tool scripts/test.sh unpacks into .cache: its path, or a skip (a failure under CI). */
-async function cached(t: TestContext, path: string): Promise<string | undefined> {
-  if ((await run("test", ["-e", path])).code === 0) return path;
-  const message = `${path} not found (run scripts/test.sh)`;
-  if (IN_CI) assert.fail(message);
-  t.skip(message);
-  return undefined;
-}
-
-/**
- * A sendmail.cf with FEATURE(access_db) on `map`, built by m4 from Debian's sendmail-cf: the
- * same rulesets a site's sendmail.cf runs for check_relay.
- */
-async function sendmailCf(dir: string, map: string): Promise<string> {
-  const mc = join(dir, "sendmail.mc");
-  await writeFile(
-    mc,
-    [
-      "divert(0)dnl",
-      `include(\`${SENDMAIL_CF}/m4/cf.m4')dnl`,
-      "OSTYPE(`linux')dnl",
-      "define(`confDEF_USER_ID', `0:0')dnl",
-      `FEATURE(\`access_db', \`hash -T<TMPF> -o ${map}')dnl`,
-      "MAILER(`local')dnl",
-      "MAILER(`smtp')dnl",
-      "",
-    ].join("\n"),
-  );
-  const built = await run("m4", [`-D_CF_DIR_=${SENDMAIL_CF}/`, mc]);
-  assert.equal(built.code, 0, built.stderr);
-  const cf = join(dir, "sendmail.cf");
-  await writeFile(cf, built.stdout);
-  return cf;
-}
-
 describe("Sendmail decides exactly: its own LookUpAddress ruleset over the access map", () => {
   it("every grant it can make relays, no neighbour does, and no refused grant", async (t) => {
     const sendmail = await cached(t, join(SENDMAIL_BIN, "sendmail"));
@@ -388,7 +357,7 @@ describe("Sendmail decides exactly: its own LookUpAddress ruleset over the acces
     if (!sendmail || !cfDir) return;
     const dir = await scratch("poprelay-exact-sendmail-");
     const map = join(dir, "relay");
-    const cf = await sendmailCf(dir, map);
+    const cf = await sendmailCf(dir, [`FEATURE(\`access_db', \`hash -T<TMPF> -o ${map}')dnl`]);
     const config = mapConfig(map, {
       mta: "sendmail",
       command: `${join(SENDMAIL_BIN, "makemap")} -C ${cf} hash %r < %r`,
@@ -396,14 +365,14 @@ describe("Sendmail decides exactly: its own LookUpAddress ruleset over the acces
     await writeMap(entries(PROBES.grants), config, { log: memoryLogger() });
     const exact = (ip: CanonicalIp) => MTAS.sendmail.exactness(ip) === undefined;
 
-    const verdicts = await sendmailVerdicts(sendmail, cf);
+    const verdicts = await sendmailVerdicts(cf);
     const relays = async (spelling: string) => verdicts.get(parseIp(spelling).address) ?? false;
     report(t, "sendmail access_db", await tally(PROBES, exact, relays, 1, (a) => [a]));
 
     // Control: the lines poprelay leaves out, written anyway, open neighbours.
     const lines = PROBES.grants.map((ip) => `Connect:${sendmailKey(ip)} RELAY\n`).join("");
     await runWithInput(join(SENDMAIL_BIN, "makemap"), ["-C", cf, "hash", map], lines);
-    const control = await sendmailVerdicts(sendmail, cf);
+    const control = await sendmailVerdicts(cf);
     const opened = PROBES.neighbours.filter((address) => control.get(address));
     const line = `sendmail control, every grant written: ${opened.length}/${PROBES.neighbours.length} neighbours relayed`;
     t.diagnostic(line);
@@ -418,17 +387,12 @@ describe("Sendmail decides exactly: its own LookUpAddress ruleset over the acces
  * Connect:ADDR, then ADDR cut at its last "." or ":" again and again. One `sendmail -bt` run
  * answers every question.
  */
-async function sendmailVerdicts(sendmail: string, cf: string): Promise<Map<string, boolean>> {
+async function sendmailVerdicts(cf: string): Promise<Map<string, boolean>> {
   const asked = [...new Set([...PROBES.grants.map((ip) => ip.address), ...PROBES.neighbours])];
   const input = asked
     .map((address) => `A <${sendmailKey(parseIp(address))}> <?> <+ Connect> <>\n`)
     .join("");
-  const answer = await runWithInput(
-    sendmail,
-    // The scratch directory is under /tmp: sendmail would call a map there unsafe.
-    ["-C", cf, "-O", "DontBlameSendmail=TrustStickyBit,MapInUnsafeDirPath", "-bt"],
-    input,
-  );
+  const answer = await addressTest(cf, input);
   // Each question's output follows a "> " prompt; the last "returns" is ruleset A's answer.
   const chunks = answer.split(/^> /m).slice(1);
   const verdicts = new Map<string, boolean>();
@@ -439,20 +403,6 @@ async function sendmailVerdicts(sendmail: string, cf: string): Promise<Map<strin
     verdicts.set(address, /^< RELAY >/.test(last));
   });
   return verdicts;
-}
-
-function runWithInput(file: string, args: readonly string[], input: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, [...args], { stdio: ["pipe", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      output += chunk;
-    });
-    child.stderr.resume();
-    child.on("error", reject);
-    child.on("close", () => resolve(output));
-    child.stdin.end(input);
-  });
 }
 
 // ---------------------------------------------------------- Exim: exim -bh, net-iplsearch
