@@ -28,15 +28,22 @@ map:
 YAML
 export POPRELAY_CONFIG_DIR=$demo
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-login() { # login USER IP: the line Dovecot writes to its own log file for a POP3 login
-  printf '%s pop3-login: Info: Login: user=<%s>, method=PLAIN, rip=%s, lip=192.0.2.1, mpid=%d, session=<demo%d>\n' \
-    "$(LC_ALL=C date '+%b %e %H:%M:%S')" "$1" "$2" $RANDOM $RANDOM >> "$log"
-  echo "dovecot.log <- Login: user=<$1>, rip=$2"
+login() { # login USER IP [SESSION]: the line Dovecot writes to its own log file for a POP3 login
+  printf '%s pop3-login: Info: Login: user=<%s>, method=PLAIN, rip=%s, lip=192.0.2.1, mpid=%d%s\n' \
+    "$(LC_ALL=C date '+%b %e %H:%M:%S')" "$1" "$2" $RANDOM "${3:+, session=<$3>}" >> "$log"
+  echo "dovecot.log <- Login: user=<$1>, rip=$2${3:+, session=<$3>}"
+}
+logout() { # logout USER SESSION: the line the user's pop3 process writes when the session ends
+  printf '%s pop3(%s)<%d><%s>: Info: Disconnected: Logged out top=0/0, retr=1/512, del=0/1, size=512\n' \
+    "$(LC_ALL=C date '+%b %e %H:%M:%S')" "$1" $RANDOM "$2" >> "$log"
+  echo "dovecot.log <- pop3($1)<…><$2>: Disconnected: Logged out"
 }
 show() {
   local keys
   keys=$({ grep -v '^#' "$demo/relay" || true; } | cut -d' ' -f1 | paste -sd' ' -)
-  echo "map now: ${keys:-(empty)}   postmap -q 198.51.100.7: $(postmap -q 198.51.100.7 "hash:$demo/relay" || echo none)"
+  # cidr: is how Postfix reads the map (each line one address); the database beside it only
+  # tells smtpd that the map changed.
+  echo "map now: ${keys:-(empty)}   postmap -q 198.51.100.7 cidr: $(postmap -q 198.51.100.7 "cidr:$demo/relay" || echo none)"
 }
 
 step "Starting poprelay run, following $log (relay period: 8 s)"
@@ -46,9 +53,9 @@ daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null' EXIT
 sleep 1.5
 
-step "alice and bob check their mail"
-login alice 198.51.100.7
-login bob 2001:db8::25
+step "alice and bob check their mail; their sessions stay open"
+login alice 198.51.100.7 demoAlice1
+login bob 2001:db8::25 demoBob1
 sleep 0.5; show
 
 step "Lines that grant nothing: a failed login, a local address (match.ignore), an injection attempt"
@@ -62,9 +69,17 @@ mv "$log" "$log.1" && touch "$log"
 login dave 203.0.113.10
 sleep 0.5; show
 
-step "Waiting 9 s: every grant expires, with no new log line"
+step "alice logs out: her relay lasts one period (8 s) from now; bob is still connected"
+logout alice demoAlice1
+sleep 0.5; node bin/poprelay.js list
+
+step "Waiting 9 s: every grant expires, with no new log line, but bob's: his session is open"
 sleep 9; show
 node bin/poprelay.js list
+
+step "bob logs out; 9 s later his grant has expired too"
+logout bob demoBob1
+sleep 9; show
 
 step "Stopping (SIGTERM); the scratch files are in $demo"
 kill $daemon; wait $daemon 2>/dev/null || true

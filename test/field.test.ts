@@ -286,10 +286,10 @@ for (const release of RELEASES) {
          systemctl is-active poprelay-cleanup.timer
          echo 'relay: {period: 1s}' >/etc/poprelay/conf.d/70-period.yaml
          poprelay add 127.0.0.20 >/dev/null
-         grep -c '^127.0.0.20 OK$' /var/lib/poprelay/relay
+         grep -c '^127.0.0.20/32 OK$' /var/lib/poprelay/relay
          sleep 1.5
          systemctl start poprelay-cleanup.service
-         grep -c '^127.0.0.20 OK$' /var/lib/poprelay/relay || true
+         grep -c '^127.0.0.20/32 OK$' /var/lib/poprelay/relay || true
          test ! -e /var/lib/poprelay/spool/127.0.0.20
          rm /etc/poprelay/conf.d/70-period.yaml
          stat -c '%U %a' /var/lib/poprelay/relay /var/lib/poprelay/relay.db`,

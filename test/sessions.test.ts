@@ -66,6 +66,19 @@ describe("sessions in the spool (pure)", () => {
     assert.equal(none?.expires, T0 + 200 * S + settings.periodMs);
   });
 
+  it("a login line read again (after a crash) writes nothing: no put, above all no replace", () => {
+    const lines = [login("192.0.2.5", T0, "s5"), login("192.0.2.6", T0, "s5", "bob")];
+    const start = apply([lines]);
+    const again = planSessions(start, lines, settings);
+    assert.deepEqual(again, { put: [], replace: [] });
+    // An older line of the same session, read after a newer one, still changes nothing.
+    const newer = apply([[login("192.0.2.5", T0 + 10 * S, "s5")]], start);
+    assert.deepEqual(planSessions(newer, [login("192.0.2.5", T0 + 10 * S, "s5")], settings), {
+      put: [],
+      replace: [],
+    });
+  });
+
   it("an end line closes only the session it names exactly, and never lengthens an entry", () => {
     const start = apply([[login("192.0.2.3", T0, "s3"), login("192.0.2.4", T0, "s4", "bob")]]);
     const forged: SessionEvent[] = [

@@ -81,6 +81,23 @@ export function mergeLogin(current: SpoolEntry, next: SpoolEntry): SpoolEntry {
   return merged;
 }
 
+/** Whether two entries say the same (user, agent, times and open sessions). */
+function sameEntry(a: SpoolEntry, b: SpoolEntry): boolean {
+  const sessions = (e: SpoolEntry) =>
+    (e.sessions ?? [])
+      .map((s) => `${s.id}\0${s.user}\0${s.since}`)
+      .sort()
+      .join("\n");
+  return (
+    a.login === b.login &&
+    a.expires === b.expires &&
+    a.until === b.until &&
+    a.user === b.user &&
+    a.agent === b.agent &&
+    sessions(a) === sessions(b)
+  );
+}
+
 /** The entry with `ended` sessions closed at `time`; never longer than it was. */
 function endSessions(
   entry: SpoolEntry,
@@ -140,10 +157,13 @@ export function planSessions(
       if (event.session) entry = openSession(entry, event.session, settings);
       const existing = get(entry.ip);
       const merged = existing ? mergeLogin(existing, entry) : entry;
+      if (event.session) holders?.set(event.session.id, entry.ip);
+      // A line read again (after a crash or a restart) changes nothing: no write, and above all
+      // no replace, whose remove would take relay away until the put.
+      if (existing && sameEntry(merged, existing)) continue;
       working.set(entry.ip, merged);
       // A session joining an entry it does not outlast (an older line): put would skip it.
       if (existing && event.session && !supersedes(merged, existing)) replaced.add(entry.ip);
-      if (event.session) holders?.set(event.session.id, entry.ip);
       continue;
     }
     if (event.kind === "end") {
