@@ -157,12 +157,17 @@ describe("systemd units", { skip }, () => {
       "qmail.yaml",
       "redis-pop-host.yaml",
       "redis-smtp-host.yaml",
+      "sendmail-drac.yaml",
+      "sendmail-popauth.yaml",
       "sendmail.yaml",
     ]);
-    // The several-hosts examples write no map: Postfix asks the policy service.
+    // The several-hosts examples write no map: Postfix asks the policy service. The
+    // popauth and DRAC recipes are Sendmail maps keyed by the bare address.
     const mta: Record<string, string> = {
       "redis-pop-host.yaml": "none",
       "redis-smtp-host.yaml": "none",
+      "sendmail-drac.yaml": "sendmail",
+      "sendmail-popauth.yaml": "sendmail",
     };
     for (const example of examples) {
       const dir = await tmp();
@@ -177,6 +182,8 @@ describe("systemd units", { skip }, () => {
         const snippet = {
           "postfix.yaml": "check_client_access cidr:/var/lib/poprelay/relay",
           "sendmail.yaml": "FEATURE(`access_db'",
+          "sendmail-drac.yaml": "FEATURE(`drac', `btree /etc/mail/dracd')",
+          "sendmail-popauth.yaml": "Kpopauth hash -a<OK> /etc/mail/popauth",
           "exim.yaml": "net-iplsearch;/var/lib/poprelay/relay",
           "qmail.yaml": "tcpserver -x /var/lib/poprelay/relay.cdb",
           "redis-pop-host.yaml": "PrivateNetwork=no",
