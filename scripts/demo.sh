@@ -18,6 +18,8 @@ input:
   file: $log
 relay:
   period: 8s
+  # Relay while connected (opt-in): a session keeps relay until its end, then one period.
+  session_max: 1h
 spool:
   directory: $demo/spool
 state:

@@ -317,7 +317,7 @@ describe("the Debian package", { skip }, () => {
     for (const file of ["/var/lib/poprelay/spool/192.0.2.77", "/var/lib/poprelay/spool/.lock"])
       assert.equal((await sh("stat", ["-c", "%U", file])).stdout.trim(), "poprelay", file);
     const map = await readFile("/var/lib/poprelay/relay", "utf8");
-    assert.match(map, /^192\.0\.2\.77 OK$/m);
+    assert.match(map, /^192\.0\.2\.77\/32 OK$/m);
 
     // Every installed unit verifies (binaries, man page, dependencies), and the score holds.
     const verify = await sh("systemd-analyze", ["verify", ...UNITS]);

@@ -178,9 +178,9 @@ export const schema = {
       default: 1800,
     },
     session_max: {
-      doc: "While a login's session is open (agents that log its end), relay lasts until relay.period after the end, but never past this long after the login (at least relay.period: set it to relay.period for no session relay).",
+      doc: "Longer than relay.period: while a login's session is open (agents that log its end), relay lasts until relay.period after the end, but never past this long after the login. Not longer (the default): relay.period from the login.",
       format: "duration",
-      default: 12 * 3600,
+      default: 1800,
     },
   },
   spool: {

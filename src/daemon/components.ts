@@ -91,6 +91,17 @@ async function chooseSource(config: Config): Promise<"journal" | "file" | "none"
   return "file";
 }
 
+/**
+ * Relay while the session is open is opt-in: only with relay.session_max longer than
+ * relay.period. Otherwise the profile's session rules are left out, and its end lines are
+ * neither read nor matched (the readers keep the profile's prefilter).
+ */
+function withSessions(profile: AgentProfile, config: Config): AgentProfile {
+  if (config.relay.session_max > config.relay.period || !profile.session) return profile;
+  const { session: _ignored, ...rest } = profile;
+  return rest;
+}
+
 export async function buildComponents(
   loaded: LoadedConfig,
   log: Logger,
@@ -101,7 +112,8 @@ export async function buildComponents(
   const config = { ...loaded.config, map: choice.map };
   const source = await chooseSource(config);
   // A map-only host reads no log: it needs no agent.
-  const profile = source === "none" ? undefined : profileFor(config, configDir);
+  const profile =
+    source === "none" ? undefined : withSessions(profileFor(config, configDir), config);
   // postfix:mynetworks is read from Postfix here, so a reload reads it again.
   const ignore = profile ? await expandIgnore(config.match.ignore) : undefined;
   for (const note of ignore?.notes ?? []) log.warning(note);
