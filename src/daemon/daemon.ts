@@ -325,6 +325,8 @@ export class Daemon {
     const key = (id: string) =>
       sessionKey(`${hostname()}/${components.name}`, components.profile?.name ?? "", id);
     const grants: SpoolEntry[] = [];
+    /** The grants whose login opened a session, which holds relay while it is open. */
+    const held = new Set<SpoolEntry>();
     const events: SessionEvent[] = [];
     const expired: { ip: string; time: number }[] = [];
     for (const entry of entries) {
@@ -368,6 +370,7 @@ export class Daemon {
         expires,
       };
       grants.push(grant);
+      if (session !== undefined) held.add(grant);
       if (rules)
         events.push({
           kind: "login",
@@ -384,7 +387,7 @@ export class Daemon {
       );
     for (const g of grants)
       log.info(
-        `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}${rules ? ", or while its session is open" : ""}`,
+        `relay for ${g.ip} (${JSON.stringify(g.user)}) until ${new Date(g.expires).toISOString()}${held.has(g) ? ", or while its session is open" : ""}`,
       );
     if (rules) {
       if (events.length === 0) return false;

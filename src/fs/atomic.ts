@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { open, rename, unlink } from "node:fs/promises";
+import { open, readdir, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { processAlive } from "./pid.js";
 
 /** A temp name beside `path`, hidden, carrying the writer's pid so leftovers can be traced. */
 export function tempNameFor(path: string): string {
@@ -8,6 +9,22 @@ export function tempNameFor(path: string): string {
     dirname(path),
     `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`,
   );
+}
+
+/** tempNameFor's names: the target's name, the writer's pid. */
+const TEMP_NAME = /^\.(.+)\.(\d+)\.[0-9a-f]+\.tmp$/;
+
+/**
+ * Removes the temp files in `directory` of writers killed before their rename (kill -9, a
+ * power cut), for targets named `target` when given, else for any target.
+ */
+export async function removeStaleTempFiles(directory: string, target?: string): Promise<void> {
+  for (const name of await readdir(directory)) {
+    const parts = TEMP_NAME.exec(name);
+    if (!parts || (target !== undefined && parts[1] !== target)) continue;
+    const pid = Number(parts[2]);
+    if (pid && !processAlive(pid)) await unlink(join(directory, name)).catch(() => undefined);
+  }
 }
 
 /**

@@ -14,7 +14,7 @@ import type { FSWatcher } from "node:fs";
 import { watch } from "node:fs";
 import { type FileHandle, lstat, mkdir, stat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
-import { writeFileAtomic } from "../fs/atomic.js";
+import { removeStaleTempFiles, writeFileAtomic } from "../fs/atomic.js";
 import type { Logger } from "../log.js";
 import {
   type FilePosition,
@@ -180,6 +180,7 @@ export class FileReader implements Reader {
     await this.ensureWatcher();
     this.arm();
     await this.resume();
+    if (!this.acked) await this.saveFirstPosition();
     this.kick();
   }
 
@@ -231,6 +232,9 @@ export class FileReader implements Reader {
         throw error;
       });
       if (st?.ino === inode) {
+        // Nothing of it read yet, so no first line to find a copy by: a copytruncate since
+        // then left its unread lines in a rotated file written after the position was saved.
+        if (saved.offset === 0 && (await this.resumeUnsaved(st.ino))) return;
         this.saved = saved; // openPath judges the rest
         return;
       }
@@ -239,13 +243,32 @@ export class FileReader implements Reader {
       if (await this.resumeFromCopy(saved, st?.ino)) return;
       if (await this.resumeUnsaved(st?.ino)) return;
       this.log.info(
-        `file ${this.path}: the file of the saved position (inode ${saved.inode}) is gone: reading ${this.path} from byte 0`,
+        saved.inode === "0"
+          ? `file ${this.path}: it did not exist when the position was saved: reading it from byte 0`
+          : `file ${this.path}: the file of the saved position (inode ${saved.inode}) is gone: reading ${this.path} from byte 0`,
       );
     } catch (error) {
       this.log.warning(
         `file ${this.path}: cannot look for the file of the saved position: ${describe(error)}; reading ${this.path} from byte 0`,
       );
     }
+  }
+
+  /**
+   * No usable saved position: "the file now at `path` (inode 0 if none), from byte 0" is saved
+   * before any line is read. Killed before its first position was saved, a reader would
+   * otherwise start over on whatever file a rotation left at `path`, and the lines it never
+   * read in the file it had opened, now rotated or copied away, would be lost.
+   */
+  private async saveFirstPosition(): Promise<void> {
+    const st = await statBig(this.path).catch(() => undefined);
+    this.acked = {
+      path: this.path,
+      inode: String(st?.isFile() ? st.ino : 0n),
+      offset: 0,
+      firstLineHash: "",
+    };
+    await this.persist();
   }
 
   /** Opens the file rotated away while we were down, at the saved offset, if it checks out. */
@@ -705,6 +728,7 @@ export class FileReader implements Reader {
       try {
         if (!this.stateDirectoryMade) {
           await mkdir(dirname(this.stateFile), { recursive: true });
+          await removeStaleTempFiles(dirname(this.stateFile), basename(this.stateFile));
           this.stateDirectoryMade = true;
         }
         await writeFileAtomic(this.stateFile, formatPosition(position));

@@ -15,8 +15,7 @@ import {
 import { mkdir, open, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { canonicalProblem } from "../address/ip.js";
-import { syncDirectory, writeFileAtomic } from "../fs/atomic.js";
-import { processAlive } from "../fs/pid.js";
+import { removeStaleTempFiles, syncDirectory, writeFileAtomic } from "../fs/atomic.js";
 import type { Logger } from "../log.js";
 import {
   assertKey,
@@ -43,7 +42,6 @@ export interface FileSpoolOptions {
  * entry is a regular file, checked on the open descriptor.
  */
 const SAFE_OPEN = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
-const TEMP_FILE = /^\.(.+)\.(\d+)\.[0-9a-f]+\.tmp$/;
 /** The generation written into the lock file by every change: "g" and 32 hex digits. */
 const GENERATION_BYTES = 33;
 
@@ -273,17 +271,9 @@ export class FileSpoolStore implements SpoolStore {
 
   private prepare(): Promise<void> {
     this.ready ??= mkdir(this.options.directory, { recursive: true, mode: 0o750 }).then(() =>
-      this.removeStaleTempFiles(),
+      removeStaleTempFiles(this.options.directory),
     );
     return this.ready;
-  }
-
-  /** Temp files of writers that died before their rename. */
-  private async removeStaleTempFiles(): Promise<void> {
-    for (const name of await readdir(this.options.directory)) {
-      const pid = Number(TEMP_FILE.exec(name)?.[2]);
-      if (pid && !processAlive(pid)) await unlinkIfPresent(join(this.options.directory, name));
-    }
   }
 
   private async read(ip: string): Promise<SpoolEntry | undefined> {

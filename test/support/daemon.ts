@@ -29,7 +29,11 @@ export function startDaemon(
   );
   let stderr = "";
   child.stderr?.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
+    const text = chunk.toString();
+    // FAULT_DUMP (see fault-rotation.test.ts): each line stamped with its time and daemon pid.
+    stderr += process.env.FAULT_DUMP
+      ? text.replace(/^(?=.)/gm, `${new Date().toISOString()} [${child.pid}] `)
+      : text;
   });
   const exited = new Promise<number | NodeJS.Signals>((resolve) =>
     child.on("exit", (code, signal) => resolve(code ?? signal ?? -1)),
