@@ -100,11 +100,19 @@ describe("text lines", () => {
       now,
     );
     assert.equal(record?.program, undefined);
-    assert.equal(record?.message, "Info: imap-login: Login: user=<a>, method=PLAIN, rip=192.0.2.7");
+    assert.equal(
+      record?.message,
+      "dovecot: Info: imap-login: Login: user=<a>, method=PLAIN, rip=192.0.2.7",
+    );
     assert.equal(record?.time, local(2026, 10, 3, 18, 36, 18));
     // Dovecot 0.99: the login process's name first.
     const old = parseTextLine("imap-login: Nov  3 18:36:18 Info: Login: a [192.0.2.7]", now);
-    assert.equal(old?.message, "Info: Login: a [192.0.2.7]");
+    assert.equal(old?.message, "imap-login: Info: Login: a [192.0.2.7]");
+    // The ISO form keeps its prefix too.
+    assert.equal(
+      parseTextLine("dovecot: 2026-11-03 18:36:18 Info: x", now)?.message,
+      "dovecot: Info: x",
+    );
     assert.equal(old?.time, local(2026, 10, 3, 18, 36, 18));
   });
 

@@ -12,7 +12,8 @@ const ISO = /^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\
 const HOST_AND_TAG = /^(\S+) ([^\s:[\]]{1,64})(?:\[(\d{1,10})\])?: /;
 const TAG_ONLY = /^([^\s:[\]]{1,64})(?:\[\d{1,10}\])?: /;
 // Dovecot 1.x's own log file: its log prefix first, then a local time with no zone
-// ("dovecot: 2011-03-03 18:36:18 Info: imap-login: ..."). Read as the ISO form without a zone.
+// ("dovecot: 2011-03-03 18:36:18 Info: imap-login: ..."). Read as the ISO form without a zone;
+// the message keeps the prefix ("dovecot: Info: imap-login: ...").
 const PREFIX_THEN_STAMP = /^[a-z][a-z0-9_-]{0,31}: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) /;
 // The same with Dovecot's default log_timestamp "%b %d %H:%M:%S " (1.x, and 0.99's
 // "imap-login: Mar 03 18:36:18 Info: Login: ..."): read as a classic stamp.
@@ -75,11 +76,12 @@ export function parseTextLine(line: string, now: Date): LogRecord | undefined {
     kind = "iso";
   }
   if (!stamp) {
-    // A server's own log file that puts its prefix before the time: the message follows it.
+    // A server's own log file that puts its prefix before the time: the message is the prefix
+    // and what follows the time ("dovecot: Info: imap-login: ...", "imap-login: Info: ...").
     const iso = PREFIX_THEN_STAMP.exec(line);
     const prefixed = iso ?? PREFIX_THEN_CLASSIC.exec(line);
     if (!prefixed) return undefined;
-    const message = line.slice(prefixed[0].length);
+    const message = line.slice(0, line.indexOf(": ") + 2) + line.slice(prefixed[0].length);
     return new TextRecord(
       line,
       message,
