@@ -93,6 +93,20 @@ describe("text lines", () => {
     assert.equal(parseTextLine("Feb 28 0099 10:00:00 x", new Date())?.time, undefined);
   });
 
+  it("reads a server's own log file stamped as ctime(3) writes it (Qpopper 3)", () => {
+    const record = parseTextLine(
+      "Wed Apr 30 10:20:30 2003 [1234]  Stats: alice 0 0 0 0 h 192.0.2.7",
+      new Date(),
+    );
+    assert.equal(record?.program, undefined);
+    assert.equal(record?.message, "[1234]  Stats: alice 0 0 0 0 h 192.0.2.7");
+    assert.equal(record?.time, local(2003, 3, 30, 10, 20, 30));
+    assert.equal(
+      parseTextLine("Thu May  1 10:20:30 2003 x", new Date())?.time,
+      local(2003, 4, 1, 10, 20, 30),
+    );
+  });
+
   it("reads Dovecot's own log file with its default log_timestamp (%b %d %H:%M:%S)", () => {
     const now = new Date(2026, 10, 27);
     const record = parseTextLine(

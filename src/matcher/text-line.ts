@@ -6,6 +6,10 @@ const CLASSIC = /^([A-Z][a-z]{2}) ([ \d]?\d) (\d\d):(\d\d):(\d\d) +/;
 // A server's own log file with the year after the day, local time: "Apr 30 2003 10:12:01 "
 // (Apple's AppleMailServer logs, as pop-before-smtp 1.50 reads them).
 const WITH_YEAR = /^([A-Z][a-z]{2}) ([ \d]?\d) (\d{4}) (\d\d):(\d\d):(\d\d) +/;
+// ctime(3), local time, as a server's own log file may write it: "Wed Apr 30 10:12:01 2003 "
+// (Qpopper 3's, as pop-before-smtp reads it). The same parts, the year last.
+const CTIME =
+  /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) ([ \d]?\d) (\d\d):(\d\d):(\d\d) (\d{4}) +/;
 // RFC 5424 / RFC 3339 stamps as rsyslog and syslog-ng write them: "2026-11-24T03:12:01.123456+01:00 ".
 const ISO = /^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)) /;
 // "host program[pid]: " or "program: ". Hosts never end in a colon.
@@ -25,8 +29,8 @@ const HOUR = 3_600_000;
 // How far a stamp may lie after the time its line was read (clocks a little apart).
 const STAMP_SLACK = 60_000;
 
-/** How a stamp is read: classic (no year), year (month, day, year, time), iso. */
-type StampKind = "classic" | "year" | "iso";
+/** How a stamp is read: classic (no year), year (month, day, year, time), ctime, iso. */
+type StampKind = "classic" | "year" | "ctime" | "iso";
 
 /**
  * A text line's record. The time is worked out on first use only: most lines that reach the
@@ -51,8 +55,8 @@ class TextRecord implements LogRecord {
       this.stampTime =
         this.kind === "classic"
           ? classicTime(this.stamp, this.now)
-          : this.kind === "year"
-            ? yearTime(this.stamp, this.now)
+          : this.kind === "year" || this.kind === "ctime"
+            ? yearTime(this.stamp, this.kind, this.now)
             : isoTime(this.stamp);
     return this.stampTime;
   }
@@ -60,8 +64,9 @@ class TextRecord implements LogRecord {
 
 /**
  * Parses a text log line: classic syslog, RFC 3339 stamped syslog, or a server's own log
- * file (stamp, then "service: ..." with no host; a stamp with the year, "Apr 30 2003 10:12:01";
- * or Dovecot's "dovecot: DATE TIME ..." and "dovecot: Mar 03 18:36:18 ..."). Undefined when the
+ * file: a stamp, then "service: ..." with no host; a stamp with the year ("Apr 30 2003
+ * 10:12:01", or ctime's "Wed Apr 30 10:12:01 2003"); or Dovecot's prefix before the stamp
+ * ("dovecot: 2011-03-03 18:36:18 ...", "dovecot: Mar 03 18:36:18 ..."). Undefined when the
  * line has no stamp.
  */
 export function parseTextLine(line: string, now: Date): LogRecord | undefined {
@@ -70,6 +75,10 @@ export function parseTextLine(line: string, now: Date): LogRecord | undefined {
   if (!stamp) {
     stamp = WITH_YEAR.exec(line);
     kind = "year";
+  }
+  if (!stamp) {
+    stamp = CTIME.exec(line);
+    kind = "ctime";
   }
   if (!stamp) {
     stamp = ISO.exec(line);
@@ -131,14 +140,15 @@ function classicTime(match: RegExpExecArray, now: Date): number | undefined {
   return undefined;
 }
 
-/** A stamp with its year ("Apr 30 2003 10:12:01"): local time; undefined when no such date. */
-function yearTime(match: RegExpExecArray, now: Date): number | undefined {
-  const month = MONTHS.indexOf(match[1] ?? "");
-  const day = Number(match[2]);
-  const year = Number(match[3]);
-  const hours = Number(match[4]);
-  const minutes = Number(match[5]);
-  const seconds = Number(match[6]);
+/**
+ * A stamp with its year ("Apr 30 2003 10:12:01", or ctime's "Wed Apr 30 10:12:01 2003"):
+ * local time; undefined when there is no such date.
+ */
+function yearTime(match: RegExpExecArray, kind: "year" | "ctime", now: Date): number | undefined {
+  const [month, day, year, hours, minutes, seconds] = [
+    MONTHS.indexOf(match[1] ?? ""),
+    ...(kind === "year" ? [2, 3, 4, 5, 6] : [2, 6, 3, 4, 5]).map((i) => Number(match[i])),
+  ] as [number, number, number, number, number, number];
   if (month < 0 || !day || day > 31 || hours > 23 || minutes > 59 || seconds > 60) {
     return undefined;
   }
