@@ -29,6 +29,20 @@ it("the built-in profiles are the twelve moved from TypeScript, and more", () =>
     assert.ok(names.includes(name), `${name} is missing`);
 });
 
+it("the formats pop-before-smtp 1.50 and Mail::POPRelay read have profiles (issue 14)", () => {
+  const names = profiles.map((p) => p.name);
+  for (const name of [
+    "apple-imap",
+    "cucipop",
+    "gnu-pop3d",
+    "popa3d-patched",
+    "qpopper-file",
+    "vm-pop3d",
+    "vpop3d",
+  ])
+    assert.ok(names.includes(name), `${name} is missing`);
+});
+
 for (const profile of profiles) {
   describe(`agent ${profile.name}: samples`, () => {
     const samples = readSamples(profile.samples?.file ?? "");

@@ -75,6 +75,61 @@ describe("text lines", () => {
     assert.equal(record?.message, "imap-login: Info: Login: x");
   });
 
+  it("reads a server's own log file with the year in its stamp (Apple's AppleMailServer logs)", () => {
+    const record = parseTextLine(
+      'Nov 24 2026 03:12:01 IMAP User "alice" log on successful from 198.51.100.7',
+      new Date(2026, 10, 27),
+    );
+    assert.equal(record?.program, undefined);
+    assert.equal(record?.message, 'IMAP User "alice" log on successful from 198.51.100.7');
+    assert.equal(record?.time, local(2026, 10, 24, 3, 12, 1));
+    // A single-digit day is padded with a space; an old year is that year, not this one.
+    assert.equal(
+      parseTextLine("Apr  3 2003 10:20:30 x", new Date())?.time,
+      local(2003, 3, 3, 10, 20, 30),
+    );
+    // No such date: a line without a usable time.
+    assert.equal(parseTextLine("Feb 30 2026 10:00:00 x", new Date())?.time, undefined);
+    assert.equal(parseTextLine("Feb 28 0099 10:00:00 x", new Date())?.time, undefined);
+  });
+
+  it("reads a server's own log file stamped as ctime(3) writes it (Qpopper 3)", () => {
+    const record = parseTextLine(
+      "Wed Apr 30 10:20:30 2003 [1234]  Stats: alice 0 0 0 0 h 192.0.2.7",
+      new Date(),
+    );
+    assert.equal(record?.program, undefined);
+    assert.equal(record?.message, "[1234]  Stats: alice 0 0 0 0 h 192.0.2.7");
+    assert.equal(record?.time, local(2003, 3, 30, 10, 20, 30));
+    assert.equal(
+      parseTextLine("Thu May  1 10:20:30 2003 x", new Date())?.time,
+      local(2003, 4, 1, 10, 20, 30),
+    );
+  });
+
+  it("reads Dovecot's own log file with its default log_timestamp (%b %d %H:%M:%S)", () => {
+    const now = new Date(2026, 10, 27);
+    const record = parseTextLine(
+      "dovecot: Nov 03 18:36:18 Info: imap-login: Login: user=<a>, method=PLAIN, rip=192.0.2.7",
+      now,
+    );
+    assert.equal(record?.program, undefined);
+    assert.equal(
+      record?.message,
+      "dovecot: Info: imap-login: Login: user=<a>, method=PLAIN, rip=192.0.2.7",
+    );
+    assert.equal(record?.time, local(2026, 10, 3, 18, 36, 18));
+    // Dovecot 0.99: the login process's name first.
+    const old = parseTextLine("imap-login: Nov  3 18:36:18 Info: Login: a [192.0.2.7]", now);
+    assert.equal(old?.message, "imap-login: Info: Login: a [192.0.2.7]");
+    // The ISO form keeps its prefix too.
+    assert.equal(
+      parseTextLine("dovecot: 2026-11-03 18:36:18 Info: x", now)?.message,
+      "dovecot: Info: x",
+    );
+    assert.equal(old?.time, local(2026, 10, 3, 18, 36, 18));
+  });
+
   it("returns undefined for lines without a stamp", () => {
     assert.equal(parseTextLine("dovecot: hello", new Date()), undefined);
     assert.equal(parseTextLine("", new Date()), undefined);

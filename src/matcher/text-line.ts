@@ -3,19 +3,34 @@ import type { LogRecord } from "./record.js";
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 // RFC 3164: "Nov  4 03:12:01 " (no year, no zone: local time).
 const CLASSIC = /^([A-Z][a-z]{2}) ([ \d]?\d) (\d\d):(\d\d):(\d\d) +/;
+// A server's own log file with the year after the day, local time: "Apr 30 2003 10:12:01 "
+// (Apple's AppleMailServer logs, as pop-before-smtp 1.50 reads them).
+const WITH_YEAR = /^([A-Z][a-z]{2}) ([ \d]?\d) (\d{4}) (\d\d):(\d\d):(\d\d) +/;
+// ctime(3), local time, as a server's own log file may write it: "Wed Apr 30 10:12:01 2003 "
+// (Qpopper 3's, as pop-before-smtp reads it). The same parts, the year last.
+const CTIME =
+  /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) ([ \d]?\d) (\d\d):(\d\d):(\d\d) (\d{4}) +/;
 // RFC 5424 / RFC 3339 stamps as rsyslog and syslog-ng write them: "2026-11-24T03:12:01.123456+01:00 ".
 const ISO = /^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)) /;
 // "host program[pid]: " or "program: ". Hosts never end in a colon.
 const HOST_AND_TAG = /^(\S+) ([^\s:[\]]{1,64})(?:\[(\d{1,10})\])?: /;
 const TAG_ONLY = /^([^\s:[\]]{1,64})(?:\[\d{1,10}\])?: /;
 // Dovecot 1.x's own log file: its log prefix first, then a local time with no zone
-// ("dovecot: 2011-03-03 18:36:18 Info: imap-login: ..."). Read as the ISO form without a zone.
+// ("dovecot: 2011-03-03 18:36:18 Info: imap-login: ..."). Read as the ISO form without a zone;
+// the message keeps the prefix ("dovecot: Info: imap-login: ...").
 const PREFIX_THEN_STAMP = /^[a-z][a-z0-9_-]{0,31}: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) /;
+// The same with Dovecot's default log_timestamp "%b %d %H:%M:%S " (1.x, and 0.99's
+// "imap-login: Mar 03 18:36:18 Info: Login: ..."): read as a classic stamp.
+const PREFIX_THEN_CLASSIC =
+  /^[a-z][a-z0-9_-]{0,31}: ([A-Z][a-z]{2}) ([ \d]?\d) (\d\d):(\d\d):(\d\d) /;
 // A day's slack for clocks and time zones before a stamp counts as last year's.
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
 // How far a stamp may lie after the time its line was read (clocks a little apart).
 const STAMP_SLACK = 60_000;
+
+/** How a stamp is read: classic (no year), year (month, day, year, time), ctime, iso. */
+type StampKind = "classic" | "year" | "ctime" | "iso";
 
 /**
  * A text line's record. The time is worked out on first use only: most lines that reach the
@@ -32,42 +47,70 @@ class TextRecord implements LogRecord {
     readonly pid: string | undefined,
     private readonly stamp: RegExpExecArray,
     private readonly now: Date,
-    private readonly classic: boolean,
+    private readonly kind: StampKind,
   ) {}
 
   get time(): number | undefined {
     if (this.stampTime === null)
-      this.stampTime = this.classic ? classicTime(this.stamp, this.now) : isoTime(this.stamp);
+      this.stampTime =
+        this.kind === "classic"
+          ? classicTime(this.stamp, this.now)
+          : this.kind === "year" || this.kind === "ctime"
+            ? yearTime(this.stamp, this.kind, this.now)
+            : isoTime(this.stamp);
     return this.stampTime;
   }
 }
 
 /**
  * Parses a text log line: classic syslog, RFC 3339 stamped syslog, or a server's own log
- * file (stamp, then "service: ..." with no host; or Dovecot 1.x's "dovecot: DATE TIME ...").
- * Undefined when the line has no stamp.
+ * file: a stamp, then "service: ..." with no host; a stamp with the year ("Apr 30 2003
+ * 10:12:01", or ctime's "Wed Apr 30 10:12:01 2003"); or Dovecot's prefix before the stamp
+ * ("dovecot: 2011-03-03 18:36:18 ...", "dovecot: Mar 03 18:36:18 ..."). Undefined when the
+ * line has no stamp.
  */
 export function parseTextLine(line: string, now: Date): LogRecord | undefined {
-  const classic = CLASSIC.exec(line);
-  const stamp = classic ?? ISO.exec(line);
+  let stamp = CLASSIC.exec(line);
+  let kind: StampKind = "classic";
   if (!stamp) {
-    // A server's own log file that puts its prefix before the time: the message follows it.
-    const prefixed = PREFIX_THEN_STAMP.exec(line);
+    stamp = WITH_YEAR.exec(line);
+    kind = "year";
+  }
+  if (!stamp) {
+    stamp = CTIME.exec(line);
+    kind = "ctime";
+  }
+  if (!stamp) {
+    stamp = ISO.exec(line);
+    kind = "iso";
+  }
+  if (!stamp) {
+    // A server's own log file that puts its prefix before the time: the message is the prefix
+    // and what follows the time ("dovecot: Info: imap-login: ...", "imap-login: Info: ...").
+    const iso = PREFIX_THEN_STAMP.exec(line);
+    const prefixed = iso ?? PREFIX_THEN_CLASSIC.exec(line);
     if (!prefixed) return undefined;
-    const message = line.slice(prefixed[0].length);
-    return new TextRecord(line, message, undefined, undefined, prefixed, now, false);
+    const message = line.slice(0, line.indexOf(": ") + 2) + line.slice(prefixed[0].length);
+    return new TextRecord(
+      line,
+      message,
+      undefined,
+      undefined,
+      prefixed,
+      now,
+      iso ? "iso" : "classic",
+    );
   }
   const rest = line.slice(stamp[0].length);
   const space = rest.indexOf(" ");
   if (rest.charCodeAt(space - 1) === 0x3a /* : */ && TAG_ONLY.test(rest)) {
     // The server's own log file: the service name is part of the message.
-    return new TextRecord(line, rest, undefined, undefined, stamp, now, classic !== null);
+    return new TextRecord(line, rest, undefined, undefined, stamp, now, kind);
   }
   const tagged = HOST_AND_TAG.exec(rest);
-  if (!tagged)
-    return new TextRecord(line, rest, undefined, undefined, stamp, now, classic !== null);
+  if (!tagged) return new TextRecord(line, rest, undefined, undefined, stamp, now, kind);
   const message = rest.slice(tagged[0].length);
-  return new TextRecord(line, message, tagged[2], tagged[3], stamp, now, classic !== null);
+  return new TextRecord(line, message, tagged[2], tagged[3], stamp, now, kind);
 }
 
 function isoTime(match: RegExpExecArray): number | undefined {
@@ -95,6 +138,24 @@ function classicTime(match: RegExpExecArray, now: Date): number | undefined {
     if (date.getTime() <= now.getTime() + DAY) return laterOccurrence(date, now);
   }
   return undefined;
+}
+
+/**
+ * A stamp with its year ("Apr 30 2003 10:12:01", or ctime's "Wed Apr 30 10:12:01 2003"):
+ * local time; undefined when there is no such date.
+ */
+function yearTime(match: RegExpExecArray, kind: "year" | "ctime", now: Date): number | undefined {
+  const [month, day, year, hours, minutes, seconds] = [
+    MONTHS.indexOf(match[1] ?? ""),
+    ...(kind === "year" ? [2, 3, 4, 5, 6] : [2, 6, 3, 4, 5]).map((i) => Number(match[i])),
+  ] as [number, number, number, number, number, number];
+  if (month < 0 || !day || day > 31 || hours > 23 || minutes > 59 || seconds > 60) {
+    return undefined;
+  }
+  const date = new Date(year, month, day, hours, minutes, seconds);
+  // Years 0-99 would be read as 1900-1999; Feb 30 and the like would roll over.
+  if (date.getFullYear() !== year || date.getDate() !== day) return undefined;
+  return laterOccurrence(date, now);
 }
 
 /**
