@@ -80,7 +80,8 @@ export class RelayState {
 
   /**
    * Logins and session ends (spool/sessions.ts plans them from the entries as they are under
-   * the lock). An entry a session end shortens replaces the stored one: removed, then put.
+   * the lock). An entry a session end shortens replaces the stored one in one atomic write:
+   * killed at any instant, the address has the old entry or the new one, never none.
    */
   track(
     plan: (current: ReadonlyMap<string, SpoolEntry>) => SessionPlan,
@@ -88,19 +89,9 @@ export class RelayState {
     return this.change(async () => {
       const current = new Map((await this.store.list()).map((e) => [e.ip, e]));
       const { put, replace } = plan(current);
-      let replaced = replace;
-      if (replace.length > 0) {
-        try {
-          await this.store.remove(replace.map((e) => e.ip));
-        } catch (error) {
-          // Shared state out of reach: the entries keep their longer expiry (session_max).
-          this.log.warning(
-            `session ends not recorded, relay lasts until session_max: ${(error as Error).message}`,
-          );
-          replaced = [];
-        }
-      }
-      return this.store.put([...put, ...replaced]);
+      const changed = await this.store.put(put);
+      if (replace.length > 0) changed.push(...(await this.store.put(replace, { replace: true })));
+      return changed;
     });
   }
 

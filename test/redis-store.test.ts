@@ -134,6 +134,10 @@ describe("redis spool", { timeout: 120_000 }, () => {
     assert.deepEqual(await store.put([older]), [], "an older login changes nothing");
     assert.deepEqual(await store.put([newer]), [], "a replay changes nothing");
     assert.equal((await store.list())[0]?.user, "new");
+    // A session's end replaces the entry as it is, shorter: one script, no instant without it.
+    const ended = { ...newer, expires: newer.login + 1000 };
+    assert.deepEqual(await store.put([ended], { replace: true }), [ended]);
+    assert.equal((await store.list())[0]?.expires, ended.expires);
   });
 
   it("removes, expires and wipes", async (t) => {

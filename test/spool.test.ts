@@ -59,6 +59,10 @@ describe("file spool", () => {
       entry("192.0.2.2", T + 1),
     ]);
     assert.deepEqual(batch, [entry("192.0.2.2", T + 9, "last")]);
+    // A session's end replaces an entry as it is, shorter, in one atomic write.
+    const ended = { ...entry("192.0.2.2", T + 9, "last"), expires: T + 10 };
+    assert.deepEqual(await spool.put([ended], { replace: true }), [ended]);
+    assert.deepEqual(await spool.list(), [entry("192.0.2.1", T + 60_000, "carol"), ended]);
   });
 
   it("removes given addresses, expired entries, and everything", async () => {

@@ -28,7 +28,7 @@ import {
 } from "./entry.js";
 import { FileLock } from "./lock.js";
 import { SortedEntries, sortEntries } from "./order.js";
-import type { SpoolEntry, SpoolStore } from "./types.js";
+import type { PutOptions, SpoolEntry, SpoolStore } from "./types.js";
 
 export interface FileSpoolOptions {
   directory: string;
@@ -153,14 +153,16 @@ export class FileSpoolStore implements SpoolStore {
     this.watchers.clear();
   }
 
-  async put(entries: readonly SpoolEntry[]): Promise<SpoolEntry[]> {
+  async put(entries: readonly SpoolEntry[], options: PutOptions = {}): Promise<SpoolEntry[]> {
     for (const entry of entries) assertKey(entry.ip);
     await this.prepare();
     const cache = this.held ? this.cache : undefined;
     const changed: SpoolEntry[] = [];
     for (const entry of latestPerIp(entries)) {
-      const current = cache ? cache.get(entry.ip) : await this.read(entry.ip);
-      if (current && !supersedes(entry, current)) continue;
+      if (!options.replace) {
+        const current = cache ? cache.get(entry.ip) : await this.read(entry.ip);
+        if (current && !supersedes(entry, current)) continue;
+      }
       const stored = sanitizeEntry(entry);
       this.changed = true;
       try {

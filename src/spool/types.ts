@@ -26,13 +26,22 @@ export interface OpenSession {
   since: number;
 }
 
+export interface PutOptions {
+  /** Write each entry even where the stored one supersedes it. */
+  replace?: boolean;
+}
+
 /**
  * Where entries live. The file store is the first backend; others (Redis) implement the same
  * contract. Every method validates addresses before anything touches storage.
  */
 export interface SpoolStore {
-  /** Adds or refreshes entries. A later login wins; an older one never shortens an entry. */
-  put(entries: readonly SpoolEntry[]): Promise<SpoolEntry[]>;
+  /**
+   * Adds or refreshes entries. A later login wins; an older one never shortens an entry, unless
+   * `replace` is set (a session's end): then each entry is replaced as it is, in one atomic
+   * write, so that no instant exists when the address has no entry.
+   */
+  put(entries: readonly SpoolEntry[], options?: PutOptions): Promise<SpoolEntry[]>;
   /** Removes the given addresses; returns those that were present. */
   remove(ips: readonly string[]): Promise<string[]>;
   /** Removes entries whose expiry is at or before `now`; returns them. */

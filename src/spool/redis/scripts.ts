@@ -8,17 +8,18 @@
  */
 
 /**
- * KEYS: version, index, then one entry key per entry. ARGV: channel, then per entry its
- * address, stored form and expiry (ms). A later login wins; an entry expires by itself (PXAT).
- * Returns the version and the addresses that changed.
+ * KEYS: version, index, then one entry key per entry. ARGV: channel, "replace" or "", then per
+ * entry its address, stored form and expiry (ms). A later login wins, unless the entries
+ * replace the stored ones (a session's end); an entry expires by itself (PXAT). Returns the
+ * version and the addresses that changed.
  */
 export const PUT = `
 local changed, ips = {}, {}
 for i = 3, #KEYS do
-  local a = (i - 3) * 3 + 2
+  local a = (i - 3) * 3 + 3
   local ip, value, expires = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local newer = true
-  local current = redis.call('GET', KEYS[i])
+  local current = ARGV[2] ~= 'replace' and redis.call('GET', KEYS[i])
   if current then
     local ok, cur = pcall(cjson.decode, current)
     local ok2, nxt = pcall(cjson.decode, value)

@@ -14,7 +14,7 @@ import {
 import type { FileSpoolStore } from "../file-store.js";
 import type { FileLock } from "../lock.js";
 import { SortedEntries, sortEntries } from "../order.js";
-import type { SpoolEntry, SpoolStore } from "../types.js";
+import type { PutOptions, SpoolEntry, SpoolStore } from "../types.js";
 import { connectRedis, describeRedis, type RedisClient } from "./connect.js";
 import { type FeedMessage, parseFeedMessage } from "./feed.js";
 import { PUT, REMOVE } from "./scripts.js";
@@ -233,19 +233,20 @@ export class RedisSpoolStore implements SpoolStore {
     );
   }
 
-  async put(entries: readonly SpoolEntry[]): Promise<SpoolEntry[]> {
+  async put(entries: readonly SpoolEntry[], options: PutOptions = {}): Promise<SpoolEntry[]> {
     for (const entry of entries) assertKey(entry.ip);
     const batch = latestPerIp(entries).map(sanitizeEntry);
     if (batch.length === 0) return [];
     const follow = this.options.follow;
     // Remembered here first: whatever becomes of Redis, this host can publish them again.
-    if (follow) await follow.granted.put(batch);
+    if (follow) await follow.granted.put(batch, options);
+    // Unreachable, a session's end is not recorded (README: Sessions): relay lasts its bound.
     if (follow && (this.outage || !this.state)) return this.toBacklog(follow, batch);
     try {
       const byIp = new Map(batch.map((e) => [e.ip, e]));
       const changed: SpoolEntry[] = [];
       for (let i = 0; i < batch.length; i += CHUNK) {
-        const { version, ips } = await this.putRemote(batch.slice(i, i + CHUNK));
+        const { version, ips } = await this.putRemote(batch.slice(i, i + CHUNK), options);
         await this.caughtUp(version);
         for (const ip of ips) {
           const entry = byIp.get(ip);
@@ -346,7 +347,10 @@ export class RedisSpoolStore implements SpoolStore {
     return this.client as unknown as Scripts;
   }
 
-  private async putRemote(batch: SpoolEntry[]): Promise<{ version: number; ips: string[] }> {
+  private async putRemote(
+    batch: SpoolEntry[],
+    options: PutOptions = {},
+  ): Promise<{ version: number; ips: string[] }> {
     const args: (string | number)[] = [];
     for (const entry of batch) args.push(entry.ip, serializeEntry(entry), entry.expires);
     const reply = await this.scripts().poprelayPut(
@@ -355,6 +359,7 @@ export class RedisSpoolStore implements SpoolStore {
       this.keys.index,
       ...batch.map((e) => this.keys.entry + e.ip),
       this.keys.channel,
+      options.replace ? "replace" : "",
       ...args,
     );
     return { version: Number(reply[0]), ips: reply.slice(1).map(String) };
