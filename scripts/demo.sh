@@ -18,8 +18,8 @@ input:
   file: $log
 relay:
   period: 8s
-  # Relay while connected (opt-in): a session keeps relay until its end, then one period.
-  session_max: 1h
+  # Relay while connected (session_max, 12h as shipped): a session keeps relay until its end,
+  # then one period.
 spool:
   directory: $demo/spool
 state:

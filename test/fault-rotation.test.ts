@@ -3,11 +3,21 @@
  * while stopped, and kill -9 at the instants where a position is saved. The real daemon
  * (`poprelay run`) reads a scratch log; every scenario prints its counts and loses nothing.
  */
-import { access, copyFile, cp, readdir, rename, truncate, writeFile } from "node:fs/promises";
+import {
+  access,
+  copyFile,
+  cp,
+  mkdir,
+  readdir,
+  rename,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
+  address,
   assertNoLoss,
   count,
   type FaultSetup,
@@ -58,6 +68,89 @@ async function finish(name: string, setup: FaultSetup, writer: LoginWriter, log 
   await settle(writer.written, setup.spool);
   await daemon.stop();
   assertNoLoss(await count(name, writer.written, setup.spool), log + daemon.log());
+}
+
+/**
+ * kill -9 at random instants during bursts of logins, with rename, dateext and copytruncate
+ * rotations while the daemon runs (even trials) and while it is stopped (odd ones); then one
+ * daemon catches up, and every login written must be granted.
+ */
+async function killTrials(trials: number, label: string, sessionMax?: string): Promise<void> {
+  const setup = await faultSetup(sessionMax ? { sessionMax } : {});
+  const writer = new LoginWriter(() => setup.log);
+  // A fixed seed unless given: a failure can be replayed with FAULT_SEED.
+  let seed = Number(process.env.FAULT_SEED ?? 13);
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 2147483648;
+  };
+  const kinds = ["rename", "dateext", "copytruncate"] as const;
+  let actions = "";
+  const act = (what: string) => {
+    actions += `${new Date().toISOString()} TEST ${what}\n`;
+  };
+  const rotate = (kind: (typeof kinds)[number]) => {
+    act(`rotate ${kind}`);
+    return kind === "dateext" ? rotateDateext(setup.log) : rotateNumbered(setup.log, kind);
+  };
+  const tally = { running: 0, stopped: 0 };
+  let logs = "";
+  for (let trial = 0; trial < trials; trial++) {
+    const whileRunning = trial % 2 === 0;
+    const kind = kinds[Math.floor(random() * kinds.length)] ?? "rename";
+    const daemon = await runDaemon(setup);
+    const chunks = 4 + Math.floor(random() * 8);
+    const killAt = Math.floor(random() * chunks);
+    const rotateAt = Math.floor(random() * chunks);
+    let killed = false;
+    for (let c = 0; c < chunks; c++) {
+      if (whileRunning && c === rotateAt) await rotate(kind);
+      if (c === killAt) {
+        await sleep(random() * 30);
+        act("kill");
+        await daemon.stop("SIGKILL");
+        killed = true;
+      }
+      const n = 1 + Math.floor(random() * 6);
+      const from = writer.written.size;
+      if (random() < 0.5) await writer.burst(n);
+      else await writer.write(n);
+      act(`wrote ${address(from)}..${address(writer.written.size - 1)}`);
+      await sleep(random() * 15);
+    }
+    if (!killed) await daemon.stop("SIGKILL");
+    if (!whileRunning) {
+      // Stopped: one or two rotations, with logins before and between them.
+      await rotate(kind);
+      await writer.write(1 + Math.floor(random() * 3));
+      if (random() < 0.5) {
+        await rotate(kind);
+        await writer.write(1 + Math.floor(random() * 3));
+      }
+    }
+    tally[whileRunning ? "running" : "stopped"]++;
+    logs += daemon.log();
+  }
+  const daemon = await runDaemon(setup);
+  await settle(writer.written, setup.spool, 60_000);
+  await daemon.stop();
+  const files = (await readdir(join(setup.dir, "log"))).length;
+  // FAULT_DUMP=DIR keeps what a failure needs: the daemons' logs (stamped), the scratch tree.
+  const dump = process.env.FAULT_DUMP;
+  if (dump) {
+    await mkdir(join(dump, label), { recursive: true });
+    const lines = `${actions}${logs}${daemon.log()}`.split("\n").sort();
+    await writeFile(join(dump, label, "daemon.log"), lines.join("\n"));
+    await cp(setup.dir, join(dump, label, "setup"), { recursive: true });
+  }
+  assertNoLoss(
+    await count(
+      `kill -9, ${label}: ${trials} trials (${tally.running} rotating while running, ${tally.stopped} while stopped), ${files} log files`,
+      writer.written,
+      setup.spool,
+    ),
+    logs.slice(-20_000) + daemon.log(),
+  );
 }
 
 describe("fault injection: file rotation and kill -9", () => {
@@ -148,6 +241,21 @@ describe("fault injection: file rotation and kill -9", () => {
     await finish("copytruncate while stopped at offset 0", setup, writer);
   });
 
+  it("copytruncate, then a rename rotation, while stopped at offset 0", async () => {
+    const setup = await faultSetup();
+    const writer = new LoginWriter(() => setup.log);
+    await writeFile(setup.log, "");
+    const first = await runDaemon(setup);
+    await first.waitForLog(/relays? active/);
+    await first.stop();
+    await writer.write(5); // only in the copy (log.2 in the end)
+    await rotateNumbered(setup.log, "copytruncate");
+    await writer.write(3); // in the saved file, renamed to log.1
+    await rotateNumbered(setup.log, "rename");
+    await writer.write(2);
+    await finish("copytruncate, rename rotation, stopped at offset 0", setup, writer);
+  });
+
   it("kill -9 before the log exists, then its first lines rotated away while stopped", async () => {
     const setup = await faultSetup();
     const writer = new LoginWriter(() => setup.log);
@@ -159,75 +267,9 @@ describe("fault injection: file rotation and kill -9", () => {
     await finish("kill -9 before the first read, rotation while stopped", setup, writer);
   });
 
-  // A known failure, still run and counted every time: alone this passes (0 of 1,661 lost),
-  // but in the full suite it lost 627 and 303 logins (issue 13 stays open until it is found).
-  it("randomized kill -9 during bursts, with rename, dateext and copytruncate rotations", {
-    todo: "known failure: loses logins when run in the full suite (issue 13 open)",
-  }, async () => {
-    const TRIALS = 60;
-    const setup = await faultSetup();
-    const writer = new LoginWriter(() => setup.log);
-    // A fixed seed unless given: a failure can be replayed with FAULT_SEED.
-    let seed = Number(process.env.FAULT_SEED ?? 13);
-    const random = () => {
-      seed = (seed * 1103515245 + 12345) % 2147483648;
-      return seed / 2147483648;
-    };
-    const kinds = ["rename", "dateext", "copytruncate"] as const;
-    const rotate = (kind: (typeof kinds)[number]) =>
-      kind === "dateext" ? rotateDateext(setup.log) : rotateNumbered(setup.log, kind);
-    const tally = { running: 0, stopped: 0 };
-    let logs = "";
-    for (let trial = 0; trial < TRIALS; trial++) {
-      const whileRunning = trial % 2 === 0;
-      const kind = kinds[Math.floor(random() * kinds.length)] ?? "rename";
-      const daemon = await runDaemon(setup);
-      const chunks = 4 + Math.floor(random() * 8);
-      const killAt = Math.floor(random() * chunks);
-      const rotateAt = Math.floor(random() * chunks);
-      let killed = false;
-      for (let c = 0; c < chunks; c++) {
-        if (whileRunning && c === rotateAt) await rotate(kind);
-        if (c === killAt) {
-          await sleep(random() * 30);
-          await daemon.stop("SIGKILL");
-          killed = true;
-        }
-        const n = 1 + Math.floor(random() * 6);
-        if (random() < 0.5) await writer.burst(n);
-        else await writer.write(n);
-        await sleep(random() * 15);
-      }
-      if (!killed) await daemon.stop("SIGKILL");
-      if (!whileRunning) {
-        // Stopped: one or two rotations, with logins before and between them.
-        await rotate(kind);
-        await writer.write(1 + Math.floor(random() * 3));
-        if (random() < 0.5) {
-          await rotate(kind);
-          await writer.write(1 + Math.floor(random() * 3));
-        }
-      }
-      tally[whileRunning ? "running" : "stopped"]++;
-      logs += daemon.log();
-    }
-    const daemon = await runDaemon(setup);
-    await settle(writer.written, setup.spool, 60_000);
-    await daemon.stop();
-    const files = (await readdir(join(setup.dir, "log"))).length;
-    // FAULT_DUMP=DIR keeps what a failure needs: the daemons' logs (stamped), the scratch tree.
-    const dump = process.env.FAULT_DUMP;
-    if (dump) {
-      await writeFile(join(dump, "daemon.log"), logs + daemon.log());
-      await cp(setup.dir, join(dump, "setup"), { recursive: true });
-    }
-    assertNoLoss(
-      await count(
-        `kill -9: ${TRIALS} trials (${tally.running} rotating while running, ${tally.stopped} while stopped), ${files} log files`,
-        writer.written,
-        setup.spool,
-      ),
-      logs.slice(-20_000) + daemon.log(),
-    );
-  });
+  it("randomized kill -9 during bursts and rotations, relay while connected on (the default)", () =>
+    killTrials(60, "relay while connected on", "12h"));
+
+  it("randomized kill -9 during bursts and rotations, relay while connected off", () =>
+    killTrials(50, "relay while connected off"));
 });

@@ -178,9 +178,9 @@ export const schema = {
       default: 1800,
     },
     session_max: {
-      doc: "Longer than relay.period: while a login's session is open (agents that log its end), relay lasts until relay.period after the end, but never past this long after the login. Not longer (the default, 1s, is shorter than any period): relay.period from the login.",
+      doc: "While a login's session is open (agents that log its end), relay lasts until relay.period after the end, but never past this long after the login. Set it no longer than relay.period to turn relay while connected off: relay.period from the login.",
       format: "duration",
-      default: 1,
+      default: 43200,
     },
   },
   spool: {

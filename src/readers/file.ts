@@ -231,17 +231,23 @@ export class FileReader implements Reader {
         if (isMissing(error)) return undefined;
         throw error;
       });
+      // Nothing of the saved file read yet, so no first line to find a copy by: its lines may
+      // be in it, wherever a rotation put it, and in a copy copytruncate made since the save.
+      // Both, and every file written since, are read from byte 0 in the order written.
+      if (
+        saved.offset === 0 &&
+        (await this.resumeUnsaved(st?.ino, inode, "nothing of the saved file was read yet"))
+      )
+        return;
       if (st?.ino === inode) {
-        // Nothing of it read yet, so no first line to find a copy by: a copytruncate since
-        // then left its unread lines in a rotated file written after the position was saved.
-        if (saved.offset === 0 && (await this.resumeUnsaved(st.ino))) return;
         this.saved = saved; // openPath judges the rest
         return;
       }
       const rotated = await findByInode(this.directory, inode, this.base);
       if (rotated && (await this.openRotated(rotated, inode, saved))) return;
       if (await this.resumeFromCopy(saved, st?.ino)) return;
-      if (await this.resumeUnsaved(st?.ino)) return;
+      if (await this.resumeUnsaved(st?.ino, inode, "the file of the saved position is gone"))
+        return;
       this.log.info(
         saved.inode === "0"
           ? `file ${this.path}: it did not exist when the position was saved: reading it from byte 0`
@@ -325,12 +331,17 @@ export class FileReader implements Reader {
   }
 
   /**
-   * The saved file is gone (deleted, or compressed by a later rotation): every rotated file
-   * written since the position was saved may hold lines not read yet. The oldest of them is
-   * read from byte 0 (what was read before is granted again, which changes nothing), then the
-   * chain on to the followed file.
+   * The saved file is gone (deleted, or compressed by a later rotation), or nothing of it was
+   * read: every rotated file written since the position was saved, and the saved file itself
+   * (inode `saved`), may hold lines not read yet. The oldest of them is read from byte 0 (what
+   * was read before is granted again, which changes nothing), then the chain on to the
+   * followed file.
    */
-  private async resumeUnsaved(live: bigint | undefined): Promise<boolean> {
+  private async resumeUnsaved(
+    live: bigint | undefined,
+    saved: bigint,
+    why: string,
+  ): Promise<boolean> {
     let savedAt: bigint;
     try {
       savedAt = (await lstat(this.stateFile, { bigint: true })).mtimeNs;
@@ -338,9 +349,9 @@ export class FileReader implements Reader {
       return false;
     }
     const siblings = await rotatedSiblings(this.directory, this.base);
-    const next = siblings.find((s) => s.ino !== live && s.mtimeNs >= savedAt);
+    const next = siblings.find((s) => s.ino !== live && (s.mtimeNs >= savedAt || s.ino === saved));
     if (!next) return false;
-    return this.openChained(next, "the file of the saved position is gone");
+    return this.openChained(next, why);
   }
 
   /** Opens a rotated file from byte 0, to be read to its end before what comes after it. */

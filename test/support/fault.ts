@@ -29,6 +29,8 @@ export async function faultSetup(
     mapDir?: string;
     input?: string;
     period?: string;
+    /** relay.session_max; by default the period's, which turns relay while connected off. */
+    sessionMax?: string;
     extra?: string;
   } = {},
 ): Promise<FaultSetup> {
@@ -49,7 +51,7 @@ export async function faultSetup(
     // The addresses below are documentation and private ones, which the defaults grant anyway.
     "match:\n  ignore: []",
     // The logins here have no end lines: relay lasts one period, not while a session is open.
-    `relay:\n  period: ${options.period ?? "2h"}\n  session_max: ${options.period ?? "2h"}`,
+    `relay:\n  period: ${options.period ?? "2h"}\n  session_max: ${options.sessionMax ?? options.period ?? "2h"}`,
     `spool:\n  directory: ${setup.spool}`,
     `state:\n  directory: ${setup.state}`,
     `map:\n  mta: plain\n  file: ${setup.map}`,
@@ -76,7 +78,7 @@ export function classicStamp(time: Date): string {
 /** What Dovecot logs for a POP3 login from `ip` (after its stamp, or as a journal MESSAGE). */
 export function loginMessage(ip: string): string {
   const user = `u${ip.replaceAll(".", "-")}`;
-  return `pop3-login: Info: Login: user=<${user}>, method=PLAIN, rip=${ip}, lip=127.0.0.1, mpid=1, session=<f>`;
+  return `pop3-login: Info: Login: user=<${user}>, method=PLAIN, rip=${ip}, lip=127.0.0.1, mpid=1, session=<${ip.replaceAll(".", "x")}>`;
 }
 
 /** Dovecot's own log line for a POP3 login from `ip`, stamped `time` (now by default). */

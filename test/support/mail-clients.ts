@@ -330,3 +330,14 @@ export async function smtpTryRelay(options: SmtpTryRelayOptions): Promise<SmtpRe
     throw error;
   }
 }
+
+/** Whether Postfix on `port` lets a client at `from` relay: RCPT to a remote domain accepted. */
+export async function relayAccepted(port: number, from: string): Promise<boolean> {
+  const result = await smtpTryRelay({
+    port,
+    localAddress: from,
+    from: "a@client.test",
+    to: "b@remote.example",
+  });
+  return result.accepted;
+}
