@@ -6,7 +6,7 @@ import { createMatcher } from "../src/matcher/matcher.js";
 import { RelayState } from "../src/relay-state.js";
 import { parseEntry, serializeEntry } from "../src/spool/entry.js";
 import { FileSpoolStore } from "../src/spool/file-store.js";
-import { planSessions, type SessionEvent, sessionKey } from "../src/spool/sessions.js";
+import { EarlyEnds, planSessions, type SessionEvent, sessionKey } from "../src/spool/sessions.js";
 import type { SpoolEntry } from "../src/spool/types.js";
 import { scratch } from "./helpers.js";
 import { redisSkipReason, redisStore, startRedis } from "./support/redis.js";
@@ -129,6 +129,55 @@ describe("sessions in the spool (pure)", () => {
     assert.equal(after.get("192.0.2.8")?.sessions?.length, 1);
   });
 
+  it("an end read before its login (a dropped Dovecot connection) ends the session the login opens", () => {
+    const end = (id: string, at: number, user = "alice"): SessionEvent => ({
+      kind: "end",
+      id: key(id),
+      user,
+      time: at,
+    });
+    /** Events through EarlyEnds, as the daemon passes them, then applied batch by batch. */
+    const early = (batches: SessionEvent[][], windowMs?: number) => {
+      const ends = new EarlyEnds(windowMs);
+      return apply(batches.map((events) => events.flatMap((e) => ends.order(e))));
+    };
+    // Without it, the end finds no session and the login's stays open until session_max.
+    const plain = apply([[end("e1", T0), login("192.0.2.30", T0, "e1")]]).get("192.0.2.30");
+    assert.equal(plain?.expires, T0 + settings.maxMs);
+    // The end 1 ms before its login, in one batch or two: relay ends one period after the login.
+    for (const batches of [
+      [[end("e1", T0 - 1), login("192.0.2.30", T0, "e1")]],
+      [[end("e1", T0 - 1)], [login("192.0.2.30", T0, "e1")]],
+    ]) {
+      const entry = early(batches).get("192.0.2.30");
+      assert.equal(entry?.expires, T0 + settings.periodMs);
+      assert.equal(entry?.sessions, undefined);
+    }
+    // Only the session it names exactly: another id, another user, or an end too far from the
+    // login leave the session open; and an end is used once.
+    for (const [batches, why] of [
+      [[[end("e2", T0), login("192.0.2.31", T0, "e1")]], "another id"],
+      [[[end("e1", T0, "mallory"), login("192.0.2.31", T0, "e1")]], "another user"],
+      [[[end("e1", T0 - 11 * S), login("192.0.2.31", T0, "e1")]], "10 s before"],
+      [[[end("e1", T0), login("192.0.2.30", T0, "e1"), login("192.0.2.31", T0 + S, "e1")]], "used"],
+    ] as const) {
+      const entry = early(batches as unknown as SessionEvent[][]).get("192.0.2.31");
+      assert.equal(entry?.expires, (entry?.login ?? 0) + settings.maxMs, why);
+      assert.equal(entry?.sessions?.length, 1, why);
+    }
+    // A login without a session, and ends in the normal order, are as before.
+    const normal = early([
+      [login("192.0.2.32", T0, "e3"), end("e3", T0 + 5 * S), login("192.0.2.33", T0)],
+    ]);
+    assert.equal(normal.get("192.0.2.32")?.expires, T0 + 5 * S + settings.periodMs);
+    assert.equal(normal.get("192.0.2.33")?.expires, T0 + settings.periodMs);
+    // Bounded: the oldest kept end goes first.
+    const few = new EarlyEnds(10 * S, 2);
+    for (const id of ["a", "b", "c"]) few.order(end(id, T0));
+    assert.equal(few.order(login("192.0.2.34", T0, "a")).length, 1);
+    assert.equal(few.order(login("192.0.2.34", T0, "c")).length, 2);
+  });
+
   it("the spool form: unchanged without sessions, read back with them, damaged ones dropped", () => {
     const plain: SpoolEntry = {
       ip: "192.0.2.9",
@@ -200,6 +249,62 @@ describe("session lines through the matcher", () => {
       "Dec  6 11:31:00 mail dovecot: master: Dovecot v2.4.1-4 (7d8c0e5759) starting up for imap, pop3",
     );
     assert.equal(!restart.accepted && restart.reason, "restart");
+  });
+
+  it("Dovecot 2.4.1 (Debian 13, captured): a dropped connection's end logged before its login still ends it", () => {
+    // Journal entries as Debian 13's Dovecot 2.4.1 logged them (agents.d/dovecot.samples), in
+    // the journal's order: the mail process's end 0.7 ms before the login process's line.
+    const profile = profiles.get("dovecot");
+    assert.ok(profile);
+    const matcher = createMatcher({ profile, ignore: [], allow: [] });
+    const journal = (us: string, message: string) =>
+      matcher(
+        {
+          kind: "journal",
+          fields: {
+            __REALTIME_TIMESTAMP: us,
+            _SYSTEMD_UNIT: "dovecot.service",
+            _EXE: "/usr/lib/dovecot/log",
+            _UID: "0",
+            _COMM: "log",
+            SYSLOG_IDENTIFIER: "dovecot",
+            MESSAGE: message,
+          },
+        },
+        new Date(2026, 10, 27),
+      );
+    const endLine = journal(
+      "1795537951721307",
+      "imap(alice)<392><G4fap/lhCbJ/AAAc>: Disconnected: Connection closed (No commands sent) in=0 out=452 deleted=0 expunged=0 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0",
+    );
+    const loginLine = journal(
+      "1795537951722027",
+      "imap-login: Logged in: user=<alice>, method=PLAIN, rip=127.0.0.28, lip=127.0.0.1, mpid=392, session=<G4fap/lhCbJ/AAAc>",
+    );
+    assert.ok(!endLine.accepted && endLine.end?.key !== undefined);
+    assert.ok(loginLine.accepted && loginLine.login.session !== undefined);
+    const ended = endLine.end;
+    const { login: got } = loginLine;
+    assert.equal(ended.key, got.session);
+    assert.ok(ended.time < got.time, "the end is stamped before the login");
+    const events: SessionEvent[] = [
+      { kind: "end", id: key(ended.key as string), user: ended.user, time: ended.time },
+      {
+        kind: "login",
+        entry: {
+          ip: got.ip,
+          user: got.user,
+          agent: "dovecot",
+          login: got.time,
+          expires: got.time + settings.periodMs,
+        },
+        session: { id: key(got.session as string), user: got.user },
+      },
+    ];
+    const ends = new EarlyEnds();
+    const entry = apply([events.flatMap((e) => ends.order(e))]).get("127.0.0.28");
+    assert.equal(entry?.sessions, undefined);
+    assert.equal(entry?.expires, got.time + settings.periodMs);
   });
 
   it("Courier LOGOUT/TIMEOUT/DISCONNECTED and UW Logout/Autologout/Killed end the process's session", () => {

@@ -8,7 +8,7 @@ import { liveLookup } from "../policy/lookup.js";
 import { PolicyServer } from "../policy/server.js";
 import type { LogEntry } from "../readers/types.js";
 import { MapWriteError, type RelayChange } from "../relay-state.js";
-import { planSessions, type SessionEvent, sessionKey } from "../spool/sessions.js";
+import { EarlyEnds, planSessions, type SessionEvent, sessionKey } from "../spool/sessions.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { buildComponents, type Components } from "./components.js";
 import { monotonicUsec, type Notifier } from "./notify.js";
@@ -84,6 +84,8 @@ export class Daemon {
   private watchdogHeld = false;
   /** Live login lines with old stamps since the last warning, and when the next may be given. */
   private readonly drift = { count: 0, next: 0 };
+  /** Session ends read before their login line (Dovecot's dropped connections). */
+  private readonly earlyEnds = new EarlyEnds();
   /**
    * Set as soon as a stop is asked for: no retry is scheduled, no READY sent, and a change still
    * under way (a refresh after a spool event) arms no expiry timer, which would keep the process
@@ -328,6 +330,9 @@ export class Daemon {
     /** The grants whose login opened a session, which holds relay while it is open. */
     const held = new Set<SpoolEntry>();
     const events: SessionEvent[] = [];
+    // An end may be logged before its login (server-made ids only: a pid is reused).
+    const add = (event: SessionEvent) =>
+      events.push(...(rules?.id === "pid" ? [event] : this.earlyEnds.order(event)));
     const expired: { ip: string; time: number }[] = [];
     for (const entry of entries) {
       this.counts.lines++;
@@ -338,7 +343,7 @@ export class Daemon {
           log.warning(`refused a login line (${verdict.reason}): ${verdict.detail ?? ""}`);
         const end = verdict.end;
         if (rules && end) {
-          events.push(
+          add(
             end.key === undefined
               ? { kind: "restart", prefix: key(""), time: end.time }
               : { kind: "end", id: key(end.key), ip: end.ip, user: end.user, time: end.time },
@@ -372,7 +377,7 @@ export class Daemon {
       grants.push(grant);
       if (session !== undefined) held.add(grant);
       if (rules)
-        events.push({
+        add({
           kind: "login",
           entry: grant,
           ...(session === undefined ? {} : { session: { id: key(session), user: login.user } }),

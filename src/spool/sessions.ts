@@ -206,3 +206,62 @@ export function planSessions(
   }
   return { put, replace };
 }
+
+type EndEvent = Extract<SessionEvent, { kind: "end" }>;
+type LoginEvent = Extract<SessionEvent, { kind: "login" }>;
+
+/**
+ * Session ends read before their login line. Dovecot's mail process and its login process each
+ * write to the log process through a pipe of their own, so a connection dropped right after
+ * login can have its end logged first: Debian 13's 2.4.1 logged
+ *   imap(alice)<392><G4fap/lhCbJ/AAAc>: Disconnected: Connection closed (No commands sent) ...
+ * 0.7 ms (journal time) before
+ *   imap-login: Logged in: user=<alice>, ..., mpid=392, session=<G4fap/lhCbJ/AAAc>
+ * and planSessions, meeting the end with no session open, would leave that session open until
+ * relay.session_max. An end is kept here a short while by the id it names; the login that opens
+ * that very session (same id, same user and address when the end names them), logged within
+ * `windowMs` of it, is followed at once by the end, at the login's time. Bounded, as
+ * SessionTable is. Only for ids the server makes up (Dovecot's session=<id>): a pid is reused,
+ * and one process's end must never close the next one's session.
+ */
+export class EarlyEnds {
+  private readonly ends = new Map<string, EndEvent>();
+
+  constructor(
+    private readonly windowMs = 10_000,
+    private readonly max = 10_000,
+  ) {}
+
+  /** The events to plan for `event`, in order: an end is kept; a login gets its early end. */
+  order(event: SessionEvent): SessionEvent[] {
+    if (event.kind === "end") {
+      this.keep(event);
+      return [event];
+    }
+    if (event.kind !== "login" || !event.session) return [event];
+    const end = this.take(event);
+    return end ? [event, end] : [event];
+  }
+
+  private keep(end: EndEvent): void {
+    this.ends.delete(end.id);
+    this.ends.set(end.id, end);
+    // Insertion order is (about) log order: the first are the oldest.
+    for (const [id, kept] of this.ends) {
+      if (this.ends.size <= this.max && end.time - kept.time <= this.windowMs) break;
+      this.ends.delete(id);
+    }
+  }
+
+  private take(login: LoginEvent): EndEvent | undefined {
+    const session = login.session;
+    const end = session && this.ends.get(session.id);
+    if (!session || !end) return undefined;
+    this.ends.delete(session.id);
+    const { ip, login: since } = login.entry;
+    if (end.user !== undefined && end.user !== session.user) return undefined;
+    if (end.ip !== undefined && end.ip !== ip) return undefined;
+    if (Math.abs(since - end.time) > this.windowMs) return undefined;
+    return { ...end, time: Math.max(end.time, since) };
+  }
+}
