@@ -210,7 +210,9 @@ describe("redis spool", { timeout: 120_000 }, () => {
     });
     t.after(() => follower.close());
     await follower.opened();
-    await follower.put([entry("192.0.2.10")]);
+    // Under the store's lock, as the daemon puts: a full read (one per connection's "ready")
+    // replaces the state under it.
+    await follower.exclusive(() => follower.put([entry("192.0.2.10")]));
     assert.deepEqual(ips(await follower.list()), ["192.0.2.10"]);
 
     await own.stop();
@@ -218,7 +220,11 @@ describe("redis spool", { timeout: 120_000 }, () => {
       follower.status().startsWith("DEGRADED") ? true : undefined,
     );
     const during = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"].map((ip) => entry(ip));
-    assert.deepEqual(await follower.put(during), [], "nothing opens while Redis is away");
+    assert.deepEqual(
+      await follower.exclusive(() => follower.put(during)),
+      [],
+      "nothing opens while Redis is away",
+    );
     assert.deepEqual(ips(await follower.list()), ["192.0.2.10"], "what it knew stays");
     assert.deepEqual(
       (await readdir(backlogDir)).filter((n) => !n.startsWith(".")).sort(),
