@@ -2,22 +2,16 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import convict from "convict";
 import type { Document } from "yaml";
-import { validateMapConfig } from "../maps/settings.js";
-import { validateSpoolPaths } from "../spool/open.js";
+import { validateMapConfig } from "../maps/resolve.js";
+import { validateSpoolPaths } from "../spool/paths.js";
 import { redactRedisUrl } from "../spool/redis/address.js";
 import { editDistance } from "./edit-distance.js";
+import { ConfigError } from "./error.js";
 import { schema } from "./schema.js";
 import type { Config } from "./types.js";
 
+export { ConfigError } from "./error.js";
 export { DEFAULT_CONFIG_DIR } from "./paths.js";
-
-/** Everything wrong with the configuration, each problem as `file:line: key: reason`. */
-export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
-    super(problems.join("\n"));
-    this.name = "ConfigError";
-  }
-}
 
 export interface LoadedConfig {
   config: Config;
