@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
+import ipaddr from "ipaddr.js";
 import { networkMatcher, parseCidr } from "../src/address/cidr.js";
 import {
   canonicalIp,
@@ -137,6 +138,34 @@ describe("networks", () => {
     assert.equal(networkMatcher(["::ffff:10.0.0.0/104"])("10.1.2.3"), true);
     assert.equal(networkMatcher(["0:0:0:0:0:ffff:a00:0/104"])("10.1.2.3"), true);
     assert.equal(networkMatcher(["::10.0.0.0/104"])("10.1.2.3"), false);
+  });
+
+  it("agrees with ipaddr.js on random addresses and networks, both families", () => {
+    const v4 = fc
+      .array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 })
+      .map((bytes) => bytes.join("."));
+    const g = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffff }));
+    const v6 = fc
+      .array(g, { minLength: 8, maxLength: 8 })
+      .map((groups) => formatIpv6(groups, 2))
+      // Folded to IPv4 by parseCidr and canonicalIp; compared in their IPv4 form above.
+      .filter((text) => parseIp(text).family === 6);
+    const network = fc.oneof(
+      fc.tuple(v4, fc.integer({ min: 0, max: 32 })),
+      fc.tuple(v6, fc.integer({ min: 0, max: 128 })),
+    );
+    fc.assert(
+      fc.property(fc.array(network, { maxLength: 4 }), fc.oneof(v4, v6), (nets, ip) => {
+        const texts = nets.map(([address, length]) => `${address}/${length}`);
+        const expected = nets.some(([address, length]) => {
+          const a = ipaddr.parse(ip);
+          const n = ipaddr.parse(address);
+          return a.kind() === n.kind() && a.match(n, length);
+        });
+        assert.equal(networkMatcher(texts)(ip), expected, `${ip} in ${texts.join(" ")}`);
+      }),
+      { seed: 15, numRuns: 2000 },
+    );
   });
 
   it("refuses bad prefixes", () => {

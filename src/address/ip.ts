@@ -1,4 +1,4 @@
-import ipaddr from "ipaddr.js";
+import { createRequire } from "node:module";
 
 /** An address in the one spelling poprelay uses for file names and map keys. */
 export interface CanonicalIp {
@@ -178,8 +178,15 @@ export function formatIpv6(groups: readonly number[], minRun: number): string {
   return `${head}::${tail}`;
 }
 
-/** Orders addresses numerically, IPv4 before IPv6, so that maps are deterministic. */
+let ipaddr: typeof import("ipaddr.js") | undefined;
+
+/**
+ * Orders addresses numerically, IPv4 before IPv6: the order maps are written in, with an
+ * address parser of its own (ipaddr.js) so that tests check poprelay's sort keys against it.
+ * Loaded on first use: no command needs it at start.
+ */
 export function compareIps(a: string, b: string): number {
+  ipaddr ??= createRequire(import.meta.url)("ipaddr.js") as typeof import("ipaddr.js");
   const ba = ipaddr.parse(a).toByteArray();
   const bb = ipaddr.parse(b).toByteArray();
   if (ba.length !== bb.length) return ba.length - bb.length;
