@@ -1,4 +1,4 @@
-import { ipv6Groups, parseAddress } from "./ip.js";
+import { ipv4Number, ipv6Groups, parseAddress } from "./ip.js";
 
 /** A network: its family, its address as bytes (4 or 16), and its prefix length. */
 export interface Network {
@@ -46,7 +46,7 @@ export function networkMatcher(networks: readonly string[]): (ip: string) => boo
     return false;
   };
   return (ip) => {
-    const quad = dottedQuadNumber(ip);
+    const quad = ipv4Number(ip);
     if (quad !== -1) return inV4(quad);
     const bytes = addressBytes(parseAddress(ip).ip.address);
     if (bytes.length === 4) return inV4(quadNumber(bytes));
@@ -56,7 +56,7 @@ export function networkMatcher(networks: readonly string[]): (ip: string) => boo
 
 /** The bytes of a canonical address: 4 for a dotted quad, 16 for IPv6. */
 function addressBytes(address: string): Uint8Array {
-  const quad = dottedQuadNumber(address);
+  const quad = ipv4Number(address);
   if (quad !== -1)
     return Uint8Array.of(quad >>> 24, (quad >>> 16) & 0xff, (quad >>> 8) & 0xff, quad & 0xff);
   const groups = ipv6Groups(address);
@@ -72,33 +72,6 @@ function quadNumber(bytes: Uint8Array): number {
       (bytes[3] ?? 0)) >>>
     0
   );
-}
-
-/**
- * A plain dotted quad (four decimal parts 0-255, no leading zeros: the canonical spelling) as a
- * 32-bit number; -1 for anything else.
- */
-function dottedQuadNumber(text: string): number {
-  let value = 0;
-  let part = 0;
-  let digits = 0;
-  let parts = 0;
-  for (let i = 0; i <= text.length; i++) {
-    const code = i < text.length ? text.charCodeAt(i) : 0x2e;
-    if (code === 0x2e /* . */) {
-      if (digits === 0 || part > 255 || ++parts > 4) return -1;
-      value = value * 256 + part;
-      part = 0;
-      digits = 0;
-    } else if (code >= 0x30 && code <= 0x39) {
-      if (digits > 0 && part === 0) return -1; // a leading zero
-      part = part * 10 + (code - 0x30);
-      if (++digits > 3) return -1;
-    } else {
-      return -1;
-    }
-  }
-  return parts === 4 ? value : -1;
 }
 
 /** Whether the first `length` bits of two addresses of the same family are equal. */

@@ -67,6 +67,33 @@ export function parseAddress(input: string): ParsedIp {
   return { ip: { address: formatIpv6(groups, 2), family: 6 }, mapped: false };
 }
 
+/**
+ * A plain dotted quad (four decimal parts 0-255, no leading zeros: the canonical spelling) as a
+ * 32-bit number; -1 for anything else.
+ */
+export function ipv4Number(text: string): number {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let parts = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const code = i < text.length ? text.charCodeAt(i) : 0x2e;
+    if (code === 0x2e /* . */) {
+      if (digits === 0 || part > 255 || ++parts > 4) return -1;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+    } else if (code >= 0x30 && code <= 0x39) {
+      if (digits > 0 && part === 0) return -1; // a leading zero
+      part = part * 10 + (code - 0x30);
+      if (++digits > 3) return -1;
+    } else {
+      return -1;
+    }
+  }
+  return parts === 4 ? value : -1;
+}
+
 /** parseAddress without the mapped flag: listen addresses and networks, not clients. */
 export function parseIp(input: string): CanonicalIp {
   return parseAddress(input).ip;
