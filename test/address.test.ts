@@ -8,6 +8,7 @@ import {
   compareIps,
   formatIpv6,
   InvalidIpError,
+  ipv4Number,
   isCanonicalIp,
   NonClientIpError,
   parseIp,
@@ -112,6 +113,28 @@ describe("canonicalIp", () => {
     assert.equal(isCanonicalIp("2001:DB8::1"), false);
     assert.equal(isCanonicalIp("::ffff:1.2.3.4"), false);
     assert.equal(isCanonicalIp(".lock"), false);
+  });
+
+  it("ipv4Number reads exactly the plain dotted quads, as their 32-bit number", () => {
+    const quad =
+      /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+    const part = fc.oneof(
+      fc.integer({ min: 0, max: 300 }).map(String),
+      fc.constantFrom("00", "01", "007", "", " 1", "1e2", "0x1", "-1", "+1", "1000"),
+    );
+    fc.assert(
+      fc.property(fc.array(part, { minLength: 1, maxLength: 6 }), (parts) => {
+        const text = parts.join(".");
+        const n = ipv4Number(text);
+        assert.equal(n !== -1, quad.test(text), text);
+        if (n !== -1)
+          assert.equal(
+            n,
+            parts.reduce((a, p) => a * 256 + Number(p), 0),
+          );
+      }),
+      { seed: 15, numRuns: 5000 },
+    );
   });
 
   it("compareIps sorts numerically, IPv4 first", () => {
