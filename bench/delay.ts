@@ -30,6 +30,7 @@ import {
   distribution,
   sleep,
   timed,
+  unitEnvironment,
   waitForStderr,
 } from "./util.js";
 import { probeRelay } from "./xclient.js";
@@ -171,7 +172,8 @@ export async function startDaemon(
   await prepare?.({ log, journal });
   const child = spawn(process.execPath, [CLI, "run", "--config-dir", dir, "--instance", "bench"], {
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, NOTIFY_SOCKET: "", JOURNAL_STREAM: "" },
+    // As poprelay@.service runs it (its Environment= lines).
+    env: { ...process.env, ...unitEnvironment(), NOTIFY_SOCKET: "", JOURNAL_STREAM: "" },
   });
   await waitForStderr(child, /, (file|journal|none) input, /, 300_000);
   // Keep draining its log, or the daemon would block on a full pipe.

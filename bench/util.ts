@@ -10,6 +10,23 @@ export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** The poprelay to measure: this tree, or another build (POPRELAY_BENCH_CLI) for a before/after. */
 export const CLI = process.env.POPRELAY_BENCH_CLI || join(ROOT, "bin/poprelay.js");
 
+/**
+ * The environment poprelay@.service gives the daemon (its Environment= lines): the bench runs
+ * the daemon as systemd does, with the same V8 and malloc settings.
+ */
+export function unitEnvironment(): Record<string, string> {
+  const unit = readFileSync(join(ROOT, "systemd", "poprelay@.service"), "utf8");
+  const env: Record<string, string> = {};
+  for (const line of unit.split("\n")) {
+    const value = /^Environment=(.*)$/.exec(line.trim())?.[1];
+    for (const pair of value?.split(/\s+/) ?? []) {
+      const eq = pair.indexOf("=");
+      if (eq > 0) env[pair.slice(0, eq)] = pair.slice(eq + 1);
+    }
+  }
+  return env;
+}
+
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export interface Distribution {

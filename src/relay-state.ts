@@ -149,7 +149,11 @@ export class RelayState {
     const change = await this.store.exclusive(async () => {
       const result = await operation();
       const now = this.clock();
-      const live = (await this.store.list()).filter((e) => e.expires > now);
+      const listed = await this.store.list();
+      // A copy already: kept as it is when every entry is live (nearly always), no second one.
+      const live = listed.every((e) => e.expires > now)
+        ? listed
+        : listed.filter((e) => e.expires > now);
       this.durable?.(live);
       const nextExpiry = live.reduce<number | undefined>(
         (min, e) => (min === undefined || e.expires < min ? e.expires : min),

@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
+import ipaddr from "ipaddr.js";
 import { networkMatcher, parseCidr } from "../src/address/cidr.js";
 import {
   canonicalIp,
   compareIps,
   formatIpv6,
   InvalidIpError,
+  ipv4Number,
   isCanonicalIp,
   NonClientIpError,
   parseIp,
@@ -113,6 +115,28 @@ describe("canonicalIp", () => {
     assert.equal(isCanonicalIp(".lock"), false);
   });
 
+  it("ipv4Number reads exactly the plain dotted quads, as their 32-bit number", () => {
+    const quad =
+      /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+    const part = fc.oneof(
+      fc.integer({ min: 0, max: 300 }).map(String),
+      fc.constantFrom("00", "01", "007", "", " 1", "1e2", "0x1", "-1", "+1", "1000"),
+    );
+    fc.assert(
+      fc.property(fc.array(part, { minLength: 1, maxLength: 6 }), (parts) => {
+        const text = parts.join(".");
+        const n = ipv4Number(text);
+        assert.equal(n !== -1, quad.test(text), text);
+        if (n !== -1)
+          assert.equal(
+            n,
+            parts.reduce((a, p) => a * 256 + Number(p), 0),
+          );
+      }),
+      { seed: 15, numRuns: 5000 },
+    );
+  });
+
   it("compareIps sorts numerically, IPv4 first", () => {
     const sorted = ["2001:db8::1", "10.0.0.10", "::1", "10.0.0.2", "9.255.255.255"].sort(
       compareIps,
@@ -137,6 +161,34 @@ describe("networks", () => {
     assert.equal(networkMatcher(["::ffff:10.0.0.0/104"])("10.1.2.3"), true);
     assert.equal(networkMatcher(["0:0:0:0:0:ffff:a00:0/104"])("10.1.2.3"), true);
     assert.equal(networkMatcher(["::10.0.0.0/104"])("10.1.2.3"), false);
+  });
+
+  it("agrees with ipaddr.js on random addresses and networks, both families", () => {
+    const v4 = fc
+      .array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 })
+      .map((bytes) => bytes.join("."));
+    const g = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffff }));
+    const v6 = fc
+      .array(g, { minLength: 8, maxLength: 8 })
+      .map((groups) => formatIpv6(groups, 2))
+      // Folded to IPv4 by parseCidr and canonicalIp; compared in their IPv4 form above.
+      .filter((text) => parseIp(text).family === 6);
+    const network = fc.oneof(
+      fc.tuple(v4, fc.integer({ min: 0, max: 32 })),
+      fc.tuple(v6, fc.integer({ min: 0, max: 128 })),
+    );
+    fc.assert(
+      fc.property(fc.array(network, { maxLength: 4 }), fc.oneof(v4, v6), (nets, ip) => {
+        const texts = nets.map(([address, length]) => `${address}/${length}`);
+        const expected = nets.some(([address, length]) => {
+          const a = ipaddr.parse(ip);
+          const n = ipaddr.parse(address);
+          return a.kind() === n.kind() && a.match(n, length);
+        });
+        assert.equal(networkMatcher(texts)(ip), expected, `${ip} in ${texts.join(" ")}`);
+      }),
+      { seed: 15, numRuns: 2000 },
+    );
   });
 
   it("refuses bad prefixes", () => {

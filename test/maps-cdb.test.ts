@@ -5,7 +5,7 @@ import { after, describe, it } from "node:test";
 import { defaultConfig } from "../src/config/load.js";
 import { memoryLogger } from "../src/log.js";
 import { chooseMapType } from "../src/maps/choose-type.js";
-import { CdbSourceError, cdbBytes, postmapRecords } from "../src/maps/db/cdb.js";
+import { CdbSourceError, cdbBytes, cdbFromText, postmapRecords } from "../src/maps/db/cdb.js";
 import { writeMap } from "../src/maps/write.js";
 import type { SpoolEntry } from "../src/spool/types.js";
 import { run, scratch } from "./helpers.js";
@@ -51,7 +51,10 @@ describe("cdb: the bytes postmap cdb: writes", () => {
   ];
   for (const [what, text] of texts) {
     it(what, async () => {
-      assert.deepEqual(cdbBytes(postmapRecords(text)), await postmapCdb(text));
+      const expected = await postmapCdb(text);
+      assert.deepEqual(cdbBytes(postmapRecords(text)), expected);
+      // What the map writer builds, from the text's bytes.
+      assert.deepEqual(cdbFromText(Buffer.from(text)), expected);
     });
   }
 
@@ -72,6 +75,10 @@ describe("cdb: the bytes postmap cdb: writes", () => {
     assert.throws(
       () => postmapRecords("10.0.0.1\n"),
       new CdbSourceError("line 1: a key without a value"),
+    );
+    assert.throws(
+      () => cdbFromText(Buffer.from("10.0.0.1 OK\n\n  continued\n")),
+      new CdbSourceError("line 3: starts with a blank (a continuation line)"),
     );
   });
 });

@@ -121,7 +121,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     // Loaded only now: a command that succeeds never needs them (see commands.ts).
     const [{ InvalidIpError }, { ConfigError }, { MapConfigError }] = await Promise.all([
       import("../address/ip.js"),
-      import("../config/load.js"),
+      import("../config/error.js"),
       import("../maps/settings.js"),
     ]);
     if (error instanceof ConfigError || error instanceof MapConfigError) {

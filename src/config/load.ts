@@ -1,23 +1,19 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import convict from "convict";
 import type { Document } from "yaml";
-import { validateMapConfig } from "../maps/settings.js";
-import { validateSpoolPaths } from "../spool/open.js";
+import { requireCjs } from "../cjs.js";
+import { validateMapConfig } from "../maps/resolve.js";
+import { validateSpoolPaths } from "../spool/paths.js";
 import { redactRedisUrl } from "../spool/redis/address.js";
 import { editDistance } from "./edit-distance.js";
+import { ConfigError } from "./error.js";
 import { schema } from "./schema.js";
 import type { Config } from "./types.js";
 
-export { DEFAULT_CONFIG_DIR } from "./paths.js";
+const convict = requireCjs("convict") as typeof import("convict");
 
-/** Everything wrong with the configuration, each problem as `file:line: key: reason`. */
-export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
-    super(problems.join("\n"));
-    this.name = "ConfigError";
-  }
-}
+export { ConfigError } from "./error.js";
+export { DEFAULT_CONFIG_DIR } from "./paths.js";
 
 export interface LoadedConfig {
   config: Config;
@@ -123,7 +119,7 @@ async function readConfigFile(path: string, problems: string[]): Promise<ParsedF
     return empty;
   }
   // yaml is loaded when there is a file to read: `poprelay match` without conf.d needs none.
-  const yaml = await import("yaml");
+  const yaml = requireCjs("yaml") as typeof import("yaml");
   const lineCounter = new yaml.LineCounter();
   const doc = yaml.parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -322,7 +318,7 @@ export function defaultConfig(): Config {
 
 /** The merged configuration as YAML, for `poprelay check --print`. */
 export async function describeConfig(loaded: LoadedConfig): Promise<string> {
-  const { stringify } = await import("yaml");
+  const { stringify } = requireCjs("yaml") as typeof import("yaml");
   const header = [
     `# instance: ${loaded.instance || "(none)"}`,
     ...loaded.files.map((f) => `# merged: ${f}`),

@@ -1,10 +1,12 @@
-import convict from "convict";
 import { parseCidr } from "../address/cidr.js";
+import { requireCjs } from "../cjs.js";
 import { MYNETWORKS } from "../matcher/mynetworks.js";
 import { parseTrustRule } from "../matcher/trust-rule.js";
 import { parseListen } from "../policy/listen.js";
 import { parseHostPort, parseRedisUrl } from "../spool/redis/address.js";
 import { parseDuration } from "./duration.js";
+
+const convict = requireCjs("convict") as typeof import("convict");
 
 export { parseTrustRule };
 

@@ -1,17 +1,14 @@
 import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import { join } from "node:path";
-import { taggedRegexProblem } from "../config/legacy-profile.js";
-import { ConfigError, DEFAULT_CONFIG_DIR, type LoadedConfig } from "../config/load.js";
-import { parseTrustRule } from "../config/schema.js";
+import type { LoadedConfig } from "../config/load.js";
 import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
 import { chooseMapType } from "../maps/choose-type.js";
-import { loadAgent } from "../matcher/agents.js";
 import { createMatcher } from "../matcher/matcher.js";
 import { expandIgnore } from "../matcher/mynetworks.js";
 import type { AgentProfile } from "../matcher/profile.js";
-import { ProfileError } from "../matcher/profile-file.js";
+import { profileFor } from "../matcher/profile-for.js";
 import { FileReader } from "../readers/file.js";
 import { JournalReader } from "../readers/journal.js";
 import { NoReader } from "../readers/none.js";
@@ -19,6 +16,8 @@ import type { Reader } from "../readers/types.js";
 import { RelayState } from "../relay-state.js";
 import { openSpoolStore } from "../spool/open.js";
 import type { SpoolStore } from "../spool/types.js";
+
+export { profileFor };
 
 /** What one configuration builds: the stages the daemon wires together. */
 export interface Components {
@@ -32,34 +31,6 @@ export interface Components {
   store: SpoolStore;
   reader: Reader;
   source: "journal" | "file" | "none";
-}
-
-/**
- * The agent's profile (CONFIG_DIR/agents.d/NAME.yaml, else the built-in; or a profile file), with
- * the site's match.programs and match.trusted in place of its own.
- */
-export function profileFor(config: Config, configDir = DEFAULT_CONFIG_DIR): AgentProfile {
-  if (config.agent === "") {
-    throw new ConfigError(["agent: not set; run with --instance NAME or set agent: in conf.d"]);
-  }
-  let profile: AgentProfile;
-  try {
-    profile = loadAgent(config.agent, configDir);
-  } catch (error) {
-    if (error instanceof ProfileError) throw new ConfigError(error.problems);
-    throw error;
-  }
-  const { programs, trusted } = config.match;
-  const tagged = taggedRegexProblem(
-    config.match.regex,
-    programs.length > 0 ? programs : profile.programs,
-  );
-  if (tagged) throw new ConfigError([tagged]);
-  return {
-    ...profile,
-    programs: programs.length > 0 ? programs : profile.programs,
-    journal: trusted.length > 0 ? trusted.map(parseTrustRule) : profile.journal,
-  };
 }
 
 /**

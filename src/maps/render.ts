@@ -1,7 +1,8 @@
 /** The whole text of a relay map, from spool entries. Pure: no I/O. */
-import { type CanonicalIp, canonicalIp } from "../address/ip.js";
-import { addressOrderKey } from "../spool/order.js";
+import { type CanonicalIp, canonicalIp, ipv4Number } from "../address/ip.js";
+import { addressOrderKey, compareAddressOrder } from "../spool/order.js";
 import type { SpoolEntry } from "../spool/types.js";
+import { exact } from "./keys.js";
 import type { ResolvedMap } from "./resolve.js";
 import { compileTemplate } from "./template.js";
 
@@ -19,42 +20,64 @@ export class MapEntryError extends Error {
  * canonical address throws.
  */
 export function mapAddresses(entries: readonly SpoolEntry[]): CanonicalIp[] {
-  let keyed: { ip: CanonicalIp; key: string }[] = [];
-  let ordered = true;
-  let last = "";
-  for (const entry of entries) {
-    const known = checked(entry.ip);
-    if (known.key <= last) ordered = false;
-    last = known.key;
-    keyed.push(known);
-  }
-  // The spool lists its entries in this order already; others get sorted here. compareIps
-  // parses both addresses on every comparison (3 s for 100,000 shuffled entries): keys computed
-  // once give the same order.
-  if (!ordered) {
-    keyed = [...new Map(keyed.map((k) => [k.ip.address, k])).values()];
-    keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  }
-  return keyed.map(({ ip }) => ip);
+  return checkedAddressList(entries).map(asCanonical);
 }
 
-/** Addresses already checked, with their sort keys: a daemon renders the same ones again. */
-const checkedAddresses = new Map<string, { ip: CanonicalIp; key: string }>();
-const CHECKED_LIMIT = 1_000_000;
-
-function checked(address: string): { ip: CanonicalIp; key: string } {
-  const known = checkedAddresses.get(address);
-  if (known) return known;
-  const ip = canonicalIp(address);
-  if (ip.address !== address) {
-    throw new MapEntryError(
-      `spool entry ${JSON.stringify(address)} is not in canonical form (${ip.address})`,
-    );
+/**
+ * mapAddresses as the addresses' strings: the entries' own when they come in order (the spool
+ * lists them so), so that a map write keeps nothing per address and copies no address. Nothing
+ * is remembered between calls either: a daemon with 100,000 entries kept an object, a parsed
+ * address and a sort key for each, for its life (18 MB).
+ */
+export function checkedAddressList(
+  entries: readonly SpoolEntry[],
+  /** Filled and returned (when the entries are in order) instead of a new array. */
+  into?: string[],
+): string[] {
+  // Its full length at once: an array grown by push leaves its smaller copies behind, in the
+  // large-object space at this size.
+  const addresses = into ?? new Array<string>(entries.length);
+  addresses.length = entries.length;
+  let ordered = true;
+  let last: string | undefined;
+  for (let n = 0; n < entries.length; n++) {
+    const address = (entries[n] as SpoolEntry).ip;
+    // A canonical dotted quad that a client can have needs no parsing beyond its number.
+    if (!clientIpv4(ipv4Number(address))) {
+      const ip = canonicalIp(address);
+      if (ip.address !== address) {
+        throw new MapEntryError(
+          `spool entry ${JSON.stringify(address)} is not in canonical form (${ip.address})`,
+        );
+      }
+    }
+    if (last !== undefined && compareAddressOrder(last, address) >= 0) ordered = false;
+    last = address;
+    addresses[n] = address;
   }
-  const result = { ip, key: sortKey(ip) };
-  if (checkedAddresses.size >= CHECKED_LIMIT) checkedAddresses.clear();
-  checkedAddresses.set(address, result);
-  return result;
+  if (ordered) return addresses;
+  // Others get sorted here, by keys computed once per address (compareIps parses both
+  // addresses on every comparison: 3 s for 100,000 shuffled entries).
+  const keyed = [...new Set(addresses)].map((address) => ({
+    address,
+    key: addressOrderKey(address),
+  }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return keyed.map(({ address }) => address);
+}
+
+/**
+ * Whether a dotted quad's number (ipv4Number; -1: not a canonical dotted quad) is an address a
+ * client can have: what canonicalIp accepts without a NonClientIpError (see ipv4Problem there).
+ */
+function clientIpv4(n: number): boolean {
+  const first = n >>> 24;
+  return n !== -1 && first !== 0 && first < 224;
+}
+
+/** A canonical address (checkedAddressList's) as a CanonicalIp. */
+function asCanonical(address: string): CanonicalIp {
+  return { address, family: address.includes(":") ? 6 : 4 };
 }
 
 export interface RefusedAddress {
@@ -81,12 +104,22 @@ export function exactAddresses(
   return { exact, refused };
 }
 
-/**
- * Family digit, then the address in fixed-width hex, so that plain string order is compareIps'
- * order (the spool sorts by the same key).
- */
-export function sortKey(ip: CanonicalIp): string {
-  return addressOrderKey(ip.address);
+/** exactAddresses over checkedAddressList's strings; `exact` is the same array when none is refused. */
+export function exactAddressList(
+  addresses: readonly string[],
+  resolved: Pick<ResolvedMap, "exactness">,
+): { exact: readonly string[]; refused: RefusedAddress[] } {
+  const refused: RefusedAddress[] = [];
+  // Most MTAs match addresses exactly whatever they are (see keys.ts): nothing to look at.
+  if (resolved.exactness === exact) return { exact: addresses, refused };
+  for (const address of addresses) {
+    const ip = asCanonical(address);
+    const reason = resolved.exactness(ip);
+    if (reason !== undefined) refused.push({ ip, reason });
+  }
+  if (refused.length === 0) return { exact: addresses, refused };
+  const left = new Set(refused.map(({ ip }) => ip.address));
+  return { exact: addresses.filter((address) => !left.has(address)), refused };
 }
 
 /**
@@ -121,21 +154,89 @@ export function renderAddresses(
   staticText: string,
   headText = "",
 ): string {
+  return renderAddressBytes(
+    addresses.map((ip) => ip.address),
+    resolved,
+    staticText,
+    headText,
+  ).toString("utf8");
+}
+
+/**
+ * renderAddresses for checkedAddressList's addresses, as the UTF-8 bytes of the map: each line
+ * is written into one buffer as it is made. The map of 100,000 addresses is made again on every
+ * grant; as a string it was 100,000 line strings and their array, alive until joined, which
+ * the young generation copied and then promoted, and the old one kept until its next full
+ * collection.
+ */
+export function renderAddressBytes(
+  addresses: readonly string[],
+  resolved: ResolvedMap,
+  staticText: string,
+  headText = "",
+  /** Written into (emptied first): the bytes returned are its, until it is written again. */
+  out = new ByteWriter(),
+): Buffer {
   const line = compileTemplate(resolved.format, { m: resolved.mta, r: resolved.file });
-  const lines: string[] = resolved.header === null ? [] : [resolved.header];
-  if (headText !== "") lines.push(headText.replace(/\n$/, ""));
+  out.clear();
+  if (resolved.header !== null) out.line(resolved.header);
+  if (headText !== "") out.line(headText.replace(/\n$/, ""));
   const taken = siteKeys(`${headText}\n${staticText}`);
-  for (const ip of addresses) {
+  let lines = 0;
+  for (const address of addresses) {
+    const ip = asCanonical(address);
     if (ip.family === 6 && !resolved.ipv6) continue;
     if (resolved.exactness(ip) !== undefined) continue;
     const text = line({ i: resolved.key(ip) });
     if (taken.size > 0 && taken.has(firstWord(text))) continue;
-    lines.push(text);
+    // Room for them all, from the first line's length (IPv4 addresses differ by 8 at most).
+    if (lines++ === 0)
+      out.reserve((addresses.length + 1) * (text.length + 9) + staticText.length * 3);
+    out.line(text);
   }
-  lines.push("");
-  let text = lines.join("\n");
-  if (staticText !== "") text += staticText.endsWith("\n") ? staticText : `${staticText}\n`;
-  return text;
+  if (staticText !== "") out.text(staticText.endsWith("\n") ? staticText : `${staticText}\n`);
+  return out.bytes();
+}
+
+/** UTF-8 text appended to one buffer, which grows when it must. */
+export class ByteWriter {
+  private buffer = Buffer.allocUnsafe(4096);
+  private length = 0;
+
+  clear(): void {
+    this.length = 0;
+  }
+
+  /** Makes room for at least `bytes` more. */
+  reserve(bytes: number): void {
+    if (this.length + bytes <= this.buffer.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.length + bytes, this.buffer.length * 2));
+    this.buffer.copy(bigger, 0, 0, this.length);
+    this.buffer = bigger;
+  }
+
+  text(text: string): void {
+    // At most 3 bytes per UTF-16 unit.
+    this.reserve(text.length * 3);
+    this.length += this.buffer.write(text, this.length, "utf8");
+  }
+
+  line(text: string): void {
+    this.text(text);
+    this.reserve(1);
+    this.buffer[this.length++] = 0x0a;
+  }
+
+  bytes(): Buffer {
+    return this.buffer.subarray(0, this.length);
+  }
+
+  /** Makes room for `bytes` in all (what is held is dropped), and returns that room. */
+  room(bytes: number): Buffer {
+    this.length = 0;
+    this.reserve(bytes);
+    return this.buffer;
+  }
 }
 
 /** The keys of the site's lines, as the MTAs fold them (makemap and postmap: lower case). */

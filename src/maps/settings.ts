@@ -69,7 +69,7 @@ export function exactnessWarnings(config: MapConfig, allow: readonly string[]): 
   if (config.mta === "none") return [];
   const { limits } = MTAS[config.mta];
   const granted = new Set<4 | 6>(allow.length === 0 ? [4, 6] : []);
-  for (const network of allow) granted.add(parseCidr(network)[0].kind() === "ipv4" ? 4 : 6);
+  for (const network of allow) granted.add(parseCidr(network).family);
   const warnings: string[] = [];
   for (const family of [4, 6] as const) {
     const limit = limits[family];

@@ -3,6 +3,8 @@
  * place, so everything is built in a private directory beside the map and renamed over the live
  * files only once the command succeeded: the MTA sees the old map or the new one, never a mix.
  */
+
+import type { FileHandle } from "node:fs/promises";
 import {
   chmod,
   link,
@@ -24,7 +26,7 @@ import type { SpoolEntry } from "../spool/types.js";
 import { runCommand } from "./command.js";
 import { WRITERS } from "./db/writers.js";
 import { assertReplaceable } from "./ownership.js";
-import { exactAddresses, mapAddresses, renderAddresses } from "./render.js";
+import { ByteWriter, checkedAddressList, exactAddressList, renderAddressBytes } from "./render.js";
 import { type ResolvedMap, resolveMap, validateMapConfig } from "./resolve.js";
 import { MapConfigError } from "./settings.js";
 import { tcprulesProgram, tcprulesReadsIpv6 } from "./tcprules.js";
@@ -138,6 +140,39 @@ export async function stageMap(
   options: MapWriteOptions,
   keepPrevious = false,
 ): Promise<StagedMap> {
+  // Two writes at once in one process (two maps) cannot share it: the second gets its own.
+  const scratch = kept.busy ? new Scratch() : kept;
+  scratch.busy = true;
+  try {
+    return await stageWith(scratch, entries, config, options, keepPrevious);
+  } finally {
+    scratch.busy = false;
+  }
+}
+
+/**
+ * What a map write works in, kept from one write to the next: the addresses, the new map's
+ * bytes and the live map's. A daemon writes its whole map on every grant (2 MB each at 100,000
+ * entries); made afresh each time, they outlived the young generation and stayed until V8's
+ * next full collection, so the daemon's memory grew by several MB per grant until then. None
+ * of it leaves stageMap: the map is on disk when it returns.
+ */
+class Scratch {
+  busy = false;
+  readonly addresses: string[] = [];
+  readonly text = new ByteWriter();
+  readonly live = new ByteWriter();
+}
+
+const kept = new Scratch();
+
+async function stageWith(
+  scratch: Scratch,
+  entries: readonly SpoolEntry[],
+  config: MapConfig,
+  options: MapWriteOptions,
+  keepPrevious: boolean,
+): Promise<StagedMap> {
   const { log } = options;
   const problems = validateMapConfig(config);
   if (problems.length > 0) throw new MapConfigError(problems);
@@ -147,7 +182,7 @@ export async function stageMap(
   const name = basename(file);
 
   // Checked before anything touches the disk: a bad entry writes nothing.
-  let addresses = mapAddresses(entries);
+  let addresses: readonly string[] = checkedAddressList(entries, scratch.addresses);
   const [staticText, headText] = await Promise.all([
     readStatic("map.static", resolved.static),
     readStatic("map.head", resolved.head),
@@ -157,7 +192,7 @@ export async function stageMap(
   });
   await mkdir(dir, { recursive: true, mode: 0o755 });
 
-  const ipv6 = addresses.filter((ip) => ip.family === 6);
+  const ipv6 = addresses.filter((ip) => ip.includes(":"));
   if (ipv6.length > 0 && resolved.ipv6Check === "tcprules") {
     const program = tcprulesProgram(resolved.command);
     const scratch = await makeTempDir(dir);
@@ -166,14 +201,14 @@ export async function stageMap(
     );
     if (!readsIpv6) {
       resolved = { ...resolved, ipv6: false };
-      addresses = addresses.filter((ip) => ip.family === 4);
+      addresses = addresses.filter((ip) => !ip.includes(":"));
       log.warning(
         `map: ${program} cannot compile IPv6 rules (install ucspi-tcp-ipv6); ` +
-          `${ipv6.length} IPv6 address(es) left out of ${file}: ${named(ipv6.map((ip) => ip.address))}`,
+          `${ipv6.length} IPv6 address(es) left out of ${file}: ${named(ipv6)}`,
       );
     }
   }
-  const { exact, refused } = exactAddresses(addresses, resolved);
+  const { exact, refused } = exactAddressList(addresses, resolved);
   if (refused.length > 0) {
     addresses = exact;
     log.warning(
@@ -181,17 +216,27 @@ export async function stageMap(
         `left out: ${named(refused.map(({ ip }) => ip.address))}`,
     );
   }
-  const text = renderAddresses(addresses, resolved, staticText, headText);
+  // The map's bytes, written and compared as they are (a string of 2 MB per grant, and the
+  // live map read back as another, were garbage the old generation kept until its next full
+  // collection).
+  const text = renderAddressBytes(addresses, resolved, staticText, headText, scratch.text);
   const result: MapWriteResult = { changed: false, entries: addresses.length, file, products: [] };
 
-  const live = await liveState(file, text, resolved);
+  const live = await liveState(file, text, resolved, scratch.live);
   if (!options.force && live.textCurrent && live.databaseCurrent) {
     log.debug(`map: ${file} is up to date (${addresses.length} addresses)`);
     return { result };
   }
 
   // Never over a file whose lines are not all poprelay's or the site's own (map.head, static).
-  await assertReplaceable(file, text, resolved, `${headText}\n${staticText}`, log);
+  await assertReplaceable(
+    file,
+    text,
+    resolved,
+    `${headText}\n${staticText}`,
+    log,
+    live.readError === undefined ? (live.bytes ?? null) : undefined,
+  );
   await removeStaleTempDirs(dir, options.now ?? Date.now(), log);
   const temp = await makeTempDir(dir);
   let handedOver = false;
@@ -439,6 +484,10 @@ async function readStatic(key: string, path: string): Promise<string> {
 interface LiveState {
   /** The live text map's inode and mtime, when there is one. */
   text: { ino: bigint; mtimeNs: bigint } | undefined;
+  /** Its bytes; undefined when there is none. */
+  bytes: Buffer | undefined;
+  /** Why it could not be read, unless it is only missing. */
+  readError: unknown;
   /** It holds exactly the new text. */
   textCurrent: boolean;
   /**
@@ -450,9 +499,16 @@ interface LiveState {
   newestProductNs: bigint;
 }
 
-async function liveState(file: string, text: string, resolved: ResolvedMap): Promise<LiveState> {
+async function liveState(
+  file: string,
+  text: Uint8Array,
+  resolved: ResolvedMap,
+  into: ByteWriter,
+): Promise<LiveState> {
   const state: LiveState = {
     text: undefined,
+    bytes: undefined,
+    readError: undefined,
     textCurrent: false,
     databaseCurrent: false,
     newestProductNs: 0n,
@@ -463,12 +519,14 @@ async function liveState(file: string, text: string, resolved: ResolvedMap): Pro
     try {
       const st = await handle.stat({ bigint: true });
       state.text = { ino: st.ino, mtimeNs: st.mtimeNs };
-      state.textCurrent = (await handle.readFile("utf8")) === text;
+      state.bytes = await readAll(handle, Number(st.size), into);
+      state.textCurrent = Buffer.compare(state.bytes, text) === 0;
     } finally {
       await handle.close();
     }
-  } catch {
-    // No map yet.
+  } catch (error) {
+    // No map yet, or one that cannot be read (assertReplaceable says why).
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") state.readError = error;
   }
   let databaseCurrent = true;
   for (const suffix of resolved.products ?? []) {
@@ -482,6 +540,23 @@ async function liveState(file: string, text: string, resolved: ResolvedMap): Pro
   }
   state.databaseCurrent = state.textCurrent && databaseCurrent;
   return state;
+}
+
+/** The whole file, read into `into`'s buffer (its size as stat gave it, or more if it grew). */
+async function readAll(handle: FileHandle, size: number, into: ByteWriter): Promise<Buffer> {
+  let buffer = into.room(size + 1);
+  let length = 0;
+  for (;;) {
+    if (length === buffer.length) {
+      // It grew since its stat (rare): a bigger buffer of its own, what was read kept.
+      const bigger = Buffer.allocUnsafe(buffer.length * 2);
+      buffer.copy(bigger, 0, 0, length);
+      buffer = bigger;
+    }
+    const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+    if (bytesRead === 0) return buffer.subarray(0, length);
+    length += bytesRead;
+  }
 }
 
 /**
@@ -516,7 +591,7 @@ async function productsIn(temp: string, name: string): Promise<string[]> {
  */
 async function writeSynced(
   path: string,
-  text: string,
+  text: Uint8Array,
   after: bigint | undefined,
 ): Promise<{ textIno: bigint; textMtimeNs: bigint }> {
   const handle = await open(path, "wx", MODE);

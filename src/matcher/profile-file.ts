@@ -28,10 +28,12 @@
  * matches a quotation of the server's line inside another one.
  */
 import { basename, dirname, join } from "node:path";
-import { parse } from "yaml";
+import { requireCjs } from "../cjs.js";
 import { parseDuration } from "../config/duration.js";
 import type { AgentProfile, SampleProvenance, SessionRules } from "./profile.js";
 import { parseTrustRule } from "./trust-rule.js";
+
+const { parse } = requireCjs("yaml") as typeof import("yaml");
 
 export class ProfileError extends Error {
   constructor(readonly problems: string[]) {

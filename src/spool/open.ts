@@ -1,9 +1,11 @@
-import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { join } from "node:path";
 import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
 import { FileSpoolStore } from "./file-store.js";
 import { FileLock } from "./lock.js";
 import type { SpoolStore } from "./types.js";
+
+export { validateSpoolPaths } from "./paths.js";
 
 /**
  * The configured backend. `follower` (the daemon, with its instance's name) follows Redis'
@@ -44,32 +46,4 @@ export async function openSpoolStore(
             stateIdFile: join(config.state.directory, `${follower}.redis-state-id`),
           },
   });
-}
-
-/**
- * Where nothing else may live: every name in spool.directory is read as an entry, so a map (or
- * its database, or poprelay's state) kept there would be granted as an address or fail the
- * read. Problems as `key: reason`, for the loader to place in a file.
- */
-export function validateSpoolPaths(config: Config): string[] {
-  if (config.spool.backend !== "file") return [];
-  const spool = config.spool.directory;
-  const problems: string[] = [];
-  if (config.map.mta !== "none" && within(dirname(config.map.file), spool)) {
-    problems.push(
-      `map.file: ${config.map.file} is in spool.directory (${spool}): the map would be read as a spool entry; give the map and the spool separate directories`,
-    );
-  }
-  if (within(config.state.directory, spool)) {
-    problems.push(
-      `state.directory: ${config.state.directory} is in spool.directory (${spool}): give the state and the spool separate directories`,
-    );
-  }
-  return problems;
-}
-
-/** `path` is `dir` or below it. */
-function within(path: string, dir: string): boolean {
-  const rel = relative(resolve(dir), resolve(path));
-  return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
 }

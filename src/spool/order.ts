@@ -1,3 +1,4 @@
+import { ipv4Number } from "../address/ip.js";
 import type { SpoolEntry } from "./types.js";
 
 /**
@@ -18,34 +19,39 @@ export function addressOrderKey(ip: string): string {
   return `6${[...left, ...zeros, ...right].map((group) => group.padStart(4, "0")).join("")}`;
 }
 
-const orderKeys = new Map<string, string>();
+/**
+ * Where `a` sorts against `b` in addressOrderKey's order, without a string: a dotted quad is read
+ * as a number (most addresses); others (IPv6) compare by their keys. Nothing is remembered per
+ * address: a daemon with 100,000 entries kept 100,000 keys and a map of them for its life.
+ */
+export function compareAddressOrder(a: string, b: string): number {
+  return compareTo(a, ipv4Number(b), b);
+}
 
-/** addressOrderKey, remembered for the addresses a process keeps seeing. */
-function orderKey(ip: string): string {
-  let key = orderKeys.get(ip);
-  if (key === undefined) {
-    if (orderKeys.size >= 1_000_000) orderKeys.clear();
-    key = addressOrderKey(ip);
-    orderKeys.set(ip, key);
-  }
-  return key;
+/** compareAddressOrder(a, b) with b's number (ipv4Number) worked out once. */
+function compareTo(a: string, bNumber: number, b: string): number {
+  const aNumber = ipv4Number(a);
+  if (aNumber !== -1 && bNumber !== -1) return aNumber - bNumber;
+  const ka = addressOrderKey(a);
+  const kb = addressOrderKey(b);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
 }
 
 /** Entries in address order, as SpoolStore.list() returns them. */
 export function sortEntries(entries: SpoolEntry[]): SpoolEntry[] {
-  const keyed = entries.map((entry) => ({ entry, key: orderKey(entry.ip) }));
+  const keyed = entries.map((entry) => ({ entry, key: addressOrderKey(entry.ip) }));
   keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return keyed.map(({ entry }) => entry);
 }
 
 /** Where `ip` is, or would go, in entries sorted by address. */
 export function searchSorted(sorted: readonly SpoolEntry[], ip: string): number {
-  const key = orderKey(ip);
+  const target = ipv4Number(ip);
   let low = 0;
   let high = sorted.length;
   while (low < high) {
     const mid = (low + high) >>> 1;
-    if (orderKey((sorted[mid] as SpoolEntry).ip) < key) low = mid + 1;
+    if (compareTo((sorted[mid] as SpoolEntry).ip, target, ip) < 0) low = mid + 1;
     else high = mid;
   }
   return low;
@@ -58,38 +64,43 @@ export function findEntry(sorted: readonly SpoolEntry[], ip: string): SpoolEntry
 }
 
 /**
- * Entries by address, with their sorted list kept up to date change by change: a grant in a
- * spool of 100,000 entries costs a binary search, not a sort.
+ * Entries in address order, kept up to date change by change: a grant in a spool of 100,000
+ * entries costs a binary search, not a sort. One array, found by binary search: no map by
+ * address beside it.
  */
 export class SortedEntries {
-  private readonly byIp = new Map<string, SpoolEntry>();
   private sorted: SpoolEntry[];
 
   constructor(entries: readonly SpoolEntry[] = []) {
-    this.sorted = sortEntries([...entries]);
-    for (const entry of this.sorted) this.byIp.set(entry.ip, entry);
+    // A later entry for the same address replaces an earlier one, as set() does.
+    const sorted = sortEntries([...entries]);
+    let kept = 0;
+    for (const entry of sorted) {
+      if (kept > 0 && sorted[kept - 1]?.ip === entry.ip) sorted[kept - 1] = entry;
+      else sorted[kept++] = entry;
+    }
+    sorted.length = kept;
+    this.sorted = sorted;
   }
 
   get size(): number {
-    return this.byIp.size;
+    return this.sorted.length;
   }
 
   get(ip: string): SpoolEntry | undefined {
-    return this.byIp.get(ip);
+    return findEntry(this.sorted, ip);
   }
 
   set(entry: SpoolEntry): void {
-    const had = this.byIp.has(entry.ip);
-    this.byIp.set(entry.ip, entry);
     const at = searchSorted(this.sorted, entry.ip);
-    if (had && this.sorted[at]?.ip === entry.ip) this.sorted[at] = entry;
+    if (this.sorted[at]?.ip === entry.ip) this.sorted[at] = entry;
     else this.sorted.splice(at, 0, entry);
   }
 
   delete(ip: string): boolean {
-    if (!this.byIp.delete(ip)) return false;
     const at = searchSorted(this.sorted, ip);
-    if (this.sorted[at]?.ip === ip) this.sorted.splice(at, 1);
+    if (this.sorted[at]?.ip !== ip) return false;
+    this.sorted.splice(at, 1);
     return true;
   }
 

@@ -31,34 +31,54 @@ const TOC = 2048;
  * repeated key is listed again (the builder keeps its first value).
  */
 export function postmapRecords(text: string): [key: string, value: string][] {
+  const bytes = Buffer.from(text, "utf8");
   const records: [string, string][] = [];
-  eachRecord(text, (key, value) => records.push([key, value]));
+  eachRecord(bytes, (keyStart, keyEnd, valueStart, valueEnd, fold) => {
+    const key = bytes.toString("utf8", keyStart, keyEnd);
+    records.push([
+      // postmap folds with the C locale: ASCII letters only.
+      fold ? key.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : key,
+      bytes.toString("utf8", valueStart, valueEnd),
+    ]);
+  });
   return records;
 }
 
+const NEWLINE = 0x0a;
 const SPACE = 0x20;
 const TAB = 0x09;
 const CR = 0x0d;
 const HASH = 0x23;
-const isBlank = (code: number) => code === SPACE || code === TAB;
+const isBlank = (code: number | undefined) => code === SPACE || code === TAB;
 
 /**
- * Calls `add` for each line postmap would read from `text`, in file order: the key (lower-cased)
- * and the value. One pass over the text, no regular expression and no string but the key and
- * value per line: the daemon does this for every grant, over every line of the map.
+ * Calls `add` for each line postmap would read from the UTF-8 bytes `text`, in file order: where
+ * the key and the value are, and whether the key has ASCII capitals to fold. One pass over the
+ * bytes, no regular expression and no string: the daemon does this for every grant, over every
+ * line of the map. Every byte looked for is ASCII, which UTF-8 never uses inside a character,
+ * so this reads the lines as postmap reads them, whatever else they hold.
  */
-function eachRecord(text: string, add: (key: string, value: string) => void): void {
+function eachRecord(
+  text: Uint8Array,
+  add: (
+    keyStart: number,
+    keyEnd: number,
+    valueStart: number,
+    valueEnd: number,
+    fold: boolean,
+  ) => void,
+): void {
   let n = 0;
   for (let start = 0; start < text.length; ) {
-    let end = text.indexOf("\n", start);
+    let end = text.indexOf(NEWLINE, start);
     if (end === -1) end = text.length;
     const line = start;
     start = end + 1;
     n++;
     let first = line;
-    while (first < end && isBlank(text.charCodeAt(first))) first++;
-    if (first === end || (first === end - 1 && text.charCodeAt(first) === CR)) continue;
-    if (text.charCodeAt(first) === HASH) continue;
+    while (first < end && isBlank(text[first])) first++;
+    if (first === end || (first === end - 1 && text[first] === CR)) continue;
+    if (text[first] === HASH) continue;
     // postmap joins a line that starts with a blank to the one before; poprelay's templates
     // never write one, so a site's static line that does is refused rather than guessed at.
     if (first !== line) {
@@ -66,22 +86,16 @@ function eachRecord(text: string, add: (key: string, value: string) => void): vo
     }
     let keyEnd = first;
     let upper = false;
-    for (let code = text.charCodeAt(keyEnd); keyEnd < end && !isBlank(code); ) {
-      if (code >= 0x41 && code <= 0x5a) upper = true;
-      code = text.charCodeAt(++keyEnd);
+    for (let code = text[keyEnd]; keyEnd < end && !isBlank(code); code = text[++keyEnd]) {
+      if (code !== undefined && code >= 0x41 && code <= 0x5a) upper = true;
     }
     let value = keyEnd;
-    while (value < end && isBlank(text.charCodeAt(value))) value++;
+    while (value < end && isBlank(text[value])) value++;
     let valueEnd = end;
-    while (
-      valueEnd > value &&
-      (isBlank(text.charCodeAt(valueEnd - 1)) || text.charCodeAt(valueEnd - 1) === CR)
-    )
+    while (valueEnd > value && (isBlank(text[valueEnd - 1]) || text[valueEnd - 1] === CR))
       valueEnd--;
     if (value === valueEnd) throw new CdbSourceError(`line ${n}: a key without a value`);
-    const key = text.slice(first, keyEnd);
-    // postmap folds with the C locale: ASCII letters only.
-    add(upper ? key.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : key, text.slice(value, valueEnd));
+    add(first, keyEnd, value, valueEnd, upper);
   }
 }
 
@@ -105,40 +119,98 @@ class CdbBuilder {
   private readonly positions: Uint32Array;
   /** Record number + 1 by hash, for seen(); 0: free. */
   private readonly index: Uint32Array;
+  private readonly order: Uint32Array;
   private count = 0;
   private pos = TOC;
 
-  /** At most `records` records of at most `bytes` bytes of keys and values together. */
-  constructor(records: number, bytes: number) {
+  /**
+   * At most `records` records of at most `bytes` bytes of keys and values together; in the
+   * memory `scratch` holds when given (its arrays are cleared where they must be).
+   */
+  constructor(records: number, bytes: number, scratch?: CdbScratch) {
     // 8 bytes of lengths and 2 slots of 8 bytes per record.
     const size = TOC + 24 * records + bytes;
     if (size > 0xffffffff) throw new CdbSourceError("the map is over cdb's 4 GiB");
-    this.out = Buffer.alloc(size);
-    this.hashes = new Uint32Array(records);
-    this.positions = new Uint32Array(records);
     let slots = 16;
     while (slots < records * 2) slots *= 2;
-    this.index = new Uint32Array(slots);
+    if (scratch) {
+      scratch.fit(size, records, slots);
+      this.out = scratch.out.subarray(0, size);
+      this.out.fill(0);
+      this.hashes = scratch.hashes;
+      this.positions = scratch.positions;
+      this.order = scratch.order;
+      this.index = scratch.index.subarray(0, slots);
+      this.index.fill(0);
+    } else {
+      this.out = Buffer.alloc(size);
+      this.hashes = new Uint32Array(records);
+      this.positions = new Uint32Array(records);
+      this.order = new Uint32Array(records);
+      this.index = new Uint32Array(slots);
+    }
   }
 
   /** Adds a record; a key added before keeps its first value (tinycdb's CDB_PUT_INSERT). */
   add(key: string, value: string): void {
-    const { out, pos } = this;
-    const keyStart = pos + 8;
-    const keyLength = out.write(key, keyStart, "utf8");
+    const keyStart = this.pos + 8;
+    const keyLength = this.out.write(key, keyStart, "utf8");
+    if (this.keyAdded(keyStart, keyLength))
+      this.commit(keyStart, keyLength, this.out.write(value, keyStart + keyLength, "utf8"));
+  }
+
+  /**
+   * add() for a key and a value that are byte ranges of `source` (UTF-8), the key's ASCII
+   * capitals folded when `fold`: copied in, no string made.
+   */
+  addBytes(
+    source: Uint8Array,
+    keyStart: number,
+    keyEnd: number,
+    valueStart: number,
+    valueEnd: number,
+    fold: boolean,
+  ): void {
+    const { out } = this;
+    const at = this.pos + 8;
+    const keyLength = keyEnd - keyStart;
+    out.set(source.subarray(keyStart, keyEnd), at);
+    if (fold) {
+      for (let b = at; b < at + keyLength; b++) {
+        const code = out[b] ?? 0;
+        if (code >= 0x41 && code <= 0x5a) out[b] = code + 0x20;
+      }
+    }
+    if (this.keyAdded(at, keyLength)) {
+      out.set(source.subarray(valueStart, valueEnd), at + keyLength);
+      this.commit(at, keyLength, valueEnd - valueStart);
+    }
+  }
+
+  /**
+   * The key written at `keyStart`: hashed and looked up; true when it is new (its value is to
+   * follow), false when an earlier record has it (the bytes written are cleared again).
+   */
+  private keyAdded(keyStart: number, keyLength: number): boolean {
+    const { out } = this;
     let hash = 5381;
     for (let b = keyStart; b < keyStart + keyLength; b++) {
-      hash = (Math.imul(hash, 33) ^ out.readUInt8(b)) >>> 0;
+      hash = (Math.imul(hash, 33) ^ (out[b] ?? 0)) >>> 0;
     }
     if (this.seen(hash, keyStart, keyLength)) {
       // The free-slot test in finish() counts on zeros past the last record.
       out.fill(0, keyStart, keyStart + keyLength);
-      return;
+      return false;
     }
-    const valueLength = out.write(value, keyStart + keyLength, "utf8");
+    this.hashes[this.count] = hash;
+    return true;
+  }
+
+  /** The record whose key keyAdded() took, with its value written: lengths, position. */
+  private commit(keyStart: number, keyLength: number, valueLength: number): void {
+    const { out, pos } = this;
     out.writeUInt32LE(keyLength, pos);
     out.writeUInt32LE(valueLength, pos + 4);
-    this.hashes[this.count] = hash;
     this.positions[this.count] = pos;
     this.count++;
     this.pos = keyStart + keyLength + valueLength;
@@ -180,7 +252,7 @@ class CdbBuilder {
     }
     for (let t = 0; t < 256; t++) starts[t + 1] = (starts[t + 1] ?? 0) + (starts[t] ?? 0);
     const next = starts.slice(0, 256);
-    const order = new Uint32Array(count);
+    const { order } = this;
     for (let i = 0; i < count; i++) {
       const t = (hashes[i] ?? 0) & 255;
       const at = next[t] ?? 0;
@@ -211,23 +283,71 @@ class CdbBuilder {
 }
 
 /**
- * Writes `path` (a new file in a private build directory) as postmap cdb:TEXT would. The lines
- * are read as postmapRecords reads them, straight into the builder.
+ * The cdb file postmap cdb:TEXT would write for the UTF-8 bytes `text`. Pure. The lines are
+ * read as postmapRecords reads them, straight from the bytes into the builder: no string per
+ * key or value.
  */
-export async function writeCdb(text: string, path: string, mode: number): Promise<void> {
-  const lines = countLines(text);
-  const table = new CdbBuilder(lines, Buffer.byteLength(text));
-  eachRecord(text, (key, value) => table.add(key, value));
-  const handle = await open(path, "wx", mode);
-  try {
-    await handle.writeFile(table.finish());
-  } finally {
-    await handle.close();
+export function cdbFromText(text: Uint8Array): Buffer {
+  return buildFromText(text);
+}
+
+function buildFromText(text: Uint8Array, scratch?: CdbScratch): Buffer {
+  const table = new CdbBuilder(countLines(text), text.length, scratch);
+  eachRecord(text, (keyStart, keyEnd, valueStart, valueEnd, fold) =>
+    table.addBytes(text, keyStart, keyEnd, valueStart, valueEnd, fold),
+  );
+  return table.finish();
+}
+
+/**
+ * The builder's memory, kept from one build to the next: a daemon rebuilds the whole table on
+ * every grant (7 MB at 100,000 entries), and fresh buffers each time were garbage that stayed
+ * until V8's next full collection.
+ */
+class CdbScratch {
+  out = Buffer.alloc(0);
+  hashes = new Uint32Array(0);
+  positions = new Uint32Array(0);
+  order = new Uint32Array(0);
+  index = new Uint32Array(0);
+  busy = false;
+
+  /** Room for a table of `size` bytes, `records` records and `slots` index slots. */
+  fit(size: number, records: number, slots: number): void {
+    // An eighth more than asked, so that a growing map does not reallocate on every grant.
+    const more = (n: number) => n + (n >>> 3);
+    if (this.out.length < size) this.out = Buffer.allocUnsafe(more(size));
+    if (this.hashes.length < records) {
+      this.hashes = new Uint32Array(more(records));
+      this.positions = new Uint32Array(more(records));
+      this.order = new Uint32Array(more(records));
+    }
+    if (this.index.length < slots) this.index = new Uint32Array(slots);
   }
 }
 
-function countLines(text: string): number {
+const scratch = new CdbScratch();
+
+/** Writes `path` (a new file in a private build directory) as postmap cdb:TEXT would. */
+export async function writeCdb(text: Uint8Array, path: string, mode: number): Promise<void> {
+  // Another build still writing its file from the scratch (two maps at once): build apart.
+  const own = scratch.busy ? undefined : scratch;
+  if (own) own.busy = true;
+  try {
+    const bytes = buildFromText(text, own);
+    const handle = await open(path, "wx", mode);
+    try {
+      await handle.writeFile(bytes);
+    } finally {
+      await handle.close();
+    }
+  } finally {
+    if (own) own.busy = false;
+  }
+}
+
+function countLines(text: Uint8Array): number {
   let count = 1;
-  for (let at = text.indexOf("\n"); at !== -1; at = text.indexOf("\n", at + 1)) count++;
+  for (let at = text.indexOf(NEWLINE); at !== -1; at = text.indexOf(NEWLINE, at + 1)) count++;
   return count;
 }

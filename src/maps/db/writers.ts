@@ -1,11 +1,12 @@
 /**
  * Table types poprelay writes itself, in-process, instead of running a command: no process
- * between a login and the table the MTA reads. Each writer takes the text map and writes the
- * database file a new path (in the private build directory) as the MTA's own tool would.
+ * between a login and the table the MTA reads. Each writer takes the text map (its UTF-8 bytes)
+ * and writes the database file a new path (in the private build directory) as the MTA's own
+ * tool would.
  */
 import { writeCdb } from "./cdb.js";
 
-export type DatabaseWriter = (text: string, path: string, mode: number) => Promise<void>;
+export type DatabaseWriter = (text: Uint8Array, path: string, mode: number) => Promise<void>;
 
 export const WRITERS = { cdb: writeCdb } as const satisfies Record<string, DatabaseWriter>;
 
