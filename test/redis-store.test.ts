@@ -233,6 +233,11 @@ describe("redis spool", { timeout: 120_000 }, () => {
     );
     assert.ok(log.lines.some((l) => l.includes("192.0.2.14 is not kept")));
     assert.match(follower.status(), /3 logins waiting on disk/);
+    // A session's end is not kept for later: the entry keeps its longer expiry, and the log says so.
+    const ended = { ...entry("192.0.2.10"), expires: Date.now() + 1000 };
+    assert.deepEqual(await follower.exclusive(() => follower.put([ended], { replace: true })), []);
+    assert.ok(log.lines.some((l) => l.includes("session ends not recorded")));
+    assert.match(follower.status(), /3 logins waiting on disk/);
 
     await own.start();
     await waitFor(

@@ -238,9 +238,10 @@ export class RedisSpoolStore implements SpoolStore {
     const batch = latestPerIp(entries).map(sanitizeEntry);
     if (batch.length === 0) return [];
     const follow = this.options.follow;
+    if (options.replace && follow && (this.outage || !this.state))
+      return this.endsNotRecorded(this.outage?.reason ?? "not read yet");
     // Remembered here first: whatever becomes of Redis, this host can publish them again.
     if (follow) await follow.granted.put(batch, options);
-    // Unreachable, a session's end is not recorded (README: Sessions): relay lasts its bound.
     if (follow && (this.outage || !this.state)) return this.toBacklog(follow, batch);
     try {
       const byIp = new Map(batch.map((e) => [e.ip, e]));
@@ -259,8 +260,20 @@ export class RedisSpoolStore implements SpoolStore {
       // A timeout, a failover, READONLY, OOM...: the script is idempotent, so the batch waits
       // on disk and is sent again, whether or not it got through.
       this.unreachable((error as Error).message);
+      if (options.replace) return this.endsNotRecorded((error as Error).message);
       return this.toBacklog(follow, batch);
     }
+  }
+
+  /**
+   * A session's end while Redis is away is not kept on disk, whose room is for logins (README:
+   * Sessions): the entry it would shorten keeps its longer expiry, within session_max.
+   */
+  private endsNotRecorded(reason: string): SpoolEntry[] {
+    this.options.log.warning(
+      `${this.where}: session ends not recorded, relay lasts until session_max: ${reason}`,
+    );
+    return [];
   }
 
   async remove(ips: readonly string[]): Promise<string[]> {
