@@ -18,6 +18,7 @@ import { describe, it, type TestContext } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { memoryLogger } from "../src/log.js";
 import { FileReader, type FileReaderOptions } from "../src/readers/file.js";
+import { openFound, rotatedSiblings } from "../src/readers/file-state.js";
 import type { EntrySink } from "../src/readers/types.js";
 import { ROOT, scratch } from "./helpers.js";
 
@@ -419,7 +420,11 @@ describe("FileReader", () => {
     await writeFile(path, "a\n");
     await received(sink, 1);
     assert.deepEqual(sink.lines, ["a"]);
-    assert.match(reader.status(), /following at byte 2$/);
+    // The problem is cleared once the step that delivered the line has ended.
+    await until(
+      () => /following at byte 2$/.test(reader.status()),
+      () => reader.status(),
+    );
     assert.ok(log.lines.some((line) => line.includes("reading again")));
   });
 
@@ -631,5 +636,47 @@ describe("FileReader", () => {
     if (result === "timeout") child.kill();
     assert.equal(result, 0, "the process exits by itself");
     assert.equal(out.trim(), "stopped 2");
+  });
+});
+
+describe("openFound", () => {
+  it("opens the inode a stale listing named, under the name a rotation gave it meanwhile", async () => {
+    const dir = await scratch("poprelay-file-found-");
+    const log = join(dir, "mail.log");
+    await writeFile(`${log}.2`, "oldest\n");
+    await writeFile(`${log}.1`, "next\n");
+    const listed = await rotatedSiblings(dir, "mail.log");
+    const next = listed.find((s) => s.suffix === ".1");
+    assert.ok(next, "mail.log.1 listed");
+    // A rotation after the listing: .2 -> .3, .1 -> .2, and a new .1.
+    await rename(`${log}.2`, `${log}.3`);
+    await rename(`${log}.1`, `${log}.2`);
+    await writeFile(`${log}.1`, "newer\n");
+    const finds: string[] = [];
+    const opened = await openFound(async () => {
+      if (finds.push("find") === 1) return next; // the stale listing first
+      return (await rotatedSiblings(dir, "mail.log")).find((s) => s.ino === next.ino);
+    });
+    assert.ok(opened, "found again");
+    try {
+      assert.equal(opened.found.path, `${log}.2`);
+      assert.equal(opened.st.ino, next.ino);
+      assert.equal(finds.length, 2, "listed again once");
+      assert.equal(await opened.fh.readFile("utf8"), "next\n");
+    } finally {
+      await opened.fh.close();
+    }
+  });
+
+  it("gives up with an error, never another file, when the names keep moving", async () => {
+    const dir = await scratch("poprelay-file-found-");
+    const path = join(dir, "mail.log.1");
+    await writeFile(path, "a\n");
+    // Every listing names a file that is another inode by the time it is opened.
+    const other = (await stat(path, { bigint: true })).ino + 1n;
+    await assert.rejects(
+      openFound(async () => ({ path, ino: other })),
+      /kept being renamed/,
+    );
   });
 });

@@ -1,5 +1,6 @@
 /** The file reader's saved position, and the file identity checks used to resume from it. */
 import { createHash } from "node:crypto";
+import type { BigIntStats } from "node:fs";
 import { constants } from "node:fs";
 import { type FileHandle, lstat, open, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -25,6 +26,59 @@ const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 
 export function openForReading(path: string): Promise<FileHandle> {
   return open(path, OPEN_FLAGS);
+}
+
+export function isMissing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
+/** A file found by a directory listing: its name then, and its inode. */
+export interface Found {
+  path: string;
+  ino: bigint;
+}
+
+/** A found file, open. */
+export interface Opened {
+  found: Found;
+  fh: FileHandle;
+  st: BigIntStats;
+}
+
+/** How often a file found by a listing is looked for again when a rotation renamed it meanwhile. */
+const FIND_ATTEMPTS = 20;
+
+/**
+ * Opens the regular file `find` names, and only that inode. A rotation between the listing
+ * and the open moves names (log.1 becomes log.2, another file is log.1 now): then the listing
+ * is made again, so a rotated file is never taken for another, nor skipped.
+ */
+export async function openFound(
+  find: () => Promise<Found | undefined>,
+): Promise<Opened | undefined> {
+  for (let attempt = 0; attempt < FIND_ATTEMPTS; attempt++) {
+    const found = await find();
+    if (!found) return undefined;
+    let fh: FileHandle;
+    try {
+      fh = await openForReading(found.path);
+    } catch (error) {
+      if (isMissing(error)) continue;
+      throw error;
+    }
+    try {
+      const st = await fh.stat({ bigint: true });
+      if (st.ino === found.ino && st.isFile()) return { found, fh, st };
+    } catch (error) {
+      await fh.close().catch(() => undefined);
+      throw error;
+    }
+    await fh.close().catch(() => undefined);
+  }
+  throw new Error(
+    `the rotated files kept being renamed while they were opened (${FIND_ATTEMPTS} tries)`,
+  );
 }
 
 /** The identity hash of a file's first bytes; `final` once it can no longer change by appends. */
@@ -97,14 +151,14 @@ export async function findByInode(
   directory: string,
   inode: bigint,
   except: string,
-): Promise<string | undefined> {
+): Promise<Found | undefined> {
   const entries = await readdir(directory, { withFileTypes: true });
   for (const entry of entries) {
     if (entry.name === except || entry.isDirectory() || COMPRESSED.test(entry.name)) continue;
     const path = join(directory, entry.name);
     try {
       const st = await lstat(path, { bigint: true });
-      if (st.isFile() && st.ino === inode) return path;
+      if (st.isFile() && st.ino === inode) return { path, ino: inode };
     } catch {
       // Gone meanwhile, or unreadable: not ours to judge.
     }
@@ -113,11 +167,9 @@ export async function findByInode(
 }
 
 /** A rotated sibling of the followed file: `mail.log.1`, `mail.log-20261124`, ... */
-export interface Rotated {
-  path: string;
+export interface Rotated extends Found {
   /** What follows `base`: ".1", ".2.gz", "-20261124". */
   suffix: string;
-  ino: bigint;
   size: bigint;
   mtimeNs: bigint;
 }

@@ -22,10 +22,12 @@ import {
   findCopy,
   firstLineHash,
   formatPosition,
+  isMissing,
   loadPosition,
   nextRotated,
+  type Opened,
   openForReading,
-  type Rotated,
+  openFound,
   rotatedSiblings,
 } from "./file-state.js";
 import { LineSplitter } from "./lines.js";
@@ -86,11 +88,6 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function isMissing(error: unknown): boolean {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  return code === "ENOENT" || code === "ENOTDIR";
-}
-
 export class FileReader implements Reader {
   private readonly path: string;
   private readonly directory: string;
@@ -109,6 +106,8 @@ export class FileReader implements Reader {
   private cur: Cursor | undefined;
   /** The saved position, until the first file opened at `path` has been judged against it. */
   private saved: FilePosition | undefined;
+  /** The rotated file last finished: files rotated after it are read before `path`'s. */
+  private chainAfter: { ino: bigint; mtimeNs: bigint; why: string } | undefined;
   /** A file has been opened at `path` before (not the first start's first file). */
   private started = false;
   /** `path` did not exist at the last look. */
@@ -179,8 +178,14 @@ export class FileReader implements Reader {
     // Watch before the first look, so that nothing happening in between goes unnoticed.
     await this.ensureWatcher();
     this.arm();
-    await this.resume();
+    await this.loadSaved();
     if (!this.acked) await this.saveFirstPosition();
+    // The first file is chosen before start() returns, so that the status says what is read;
+    // as a step of the pump, so that a watch event meanwhile waits for it.
+    this.pumping = this.attempt(() => this.openPath()).finally(() => {
+      this.pumping = undefined;
+    });
+    await this.pumping;
     this.kick();
   }
 
@@ -205,8 +210,8 @@ export class FileReader implements Reader {
 
   // --- resuming ---------------------------------------------------------------------------
 
-  /** Judges the saved position: same file, a rotated one to finish first, or start over. */
-  private async resume(): Promise<void> {
+  /** Reads the saved position; it is judged once the file at `path` is open (openPath). */
+  private async loadSaved(): Promise<void> {
     const saved = await loadPosition(this.stateFile);
     if (saved instanceof Error) {
       this.log.warning(
@@ -225,39 +230,7 @@ export class FileReader implements Reader {
     // the way (a file switched to before the last batch is durable) must never replace it.
     this.acked = saved;
     this.persisted = saved;
-    const inode = BigInt(saved.inode);
-    try {
-      const st = await stat(this.path, { bigint: true }).catch((error: unknown) => {
-        if (isMissing(error)) return undefined;
-        throw error;
-      });
-      // Nothing of the saved file read yet, so no first line to find a copy by: its lines may
-      // be in it, wherever a rotation put it, and in a copy copytruncate made since the save.
-      // Both, and every file written since, are read from byte 0 in the order written.
-      if (
-        saved.offset === 0 &&
-        (await this.resumeUnsaved(st?.ino, inode, "nothing of the saved file was read yet"))
-      )
-        return;
-      if (st?.ino === inode) {
-        this.saved = saved; // openPath judges the rest
-        return;
-      }
-      const rotated = await findByInode(this.directory, inode, this.base);
-      if (rotated && (await this.openRotated(rotated, inode, saved))) return;
-      if (await this.resumeFromCopy(saved, st?.ino)) return;
-      if (await this.resumeUnsaved(st?.ino, inode, "the file of the saved position is gone"))
-        return;
-      this.log.info(
-        saved.inode === "0"
-          ? `file ${this.path}: it did not exist when the position was saved: reading it from byte 0`
-          : `file ${this.path}: the file of the saved position (inode ${saved.inode}) is gone: reading ${this.path} from byte 0`,
-      );
-    } catch (error) {
-      this.log.warning(
-        `file ${this.path}: cannot look for the file of the saved position: ${describe(error)}; reading ${this.path} from byte 0`,
-      );
-    }
+    this.saved = saved;
   }
 
   /**
@@ -277,30 +250,83 @@ export class FileReader implements Reader {
     await this.persist();
   }
 
-  /** Opens the file rotated away while we were down, at the saved offset, if it checks out. */
-  private async openRotated(name: string, inode: bigint, saved: FilePosition): Promise<boolean> {
-    const fh = await openForReading(name);
-    try {
-      const st = await fh.stat({ bigint: true });
-      if (st.ino !== inode || !st.isFile()) return close(fh, false);
-      const verdict = await this.judge(fh, st.size, saved);
-      if (verdict !== undefined) {
-        this.log.info(
-          `file ${this.path}: ${name} has the saved inode but ${verdict}: reading ${this.path} from byte 0`,
-        );
-        return close(fh, false);
+  /**
+   * A rotated file to be read before the file at `path` (inode `live`, undefined if none):
+   * at start, where the saved position says; after a rotated file, the next link of the
+   * chain. Opens it (true), or leaves `path` to be read (false).
+   */
+  private async openBefore(live: bigint | undefined): Promise<boolean> {
+    const saved = this.saved;
+    if (saved) {
+      if (await this.resumeSaved(saved, live)) {
+        this.saved = undefined;
+        return true;
       }
-      this.cur = this.cursor(fh, st.dev, st.ino, name, saved.offset);
-      this.cur.hash = saved.offset > 0 ? saved.firstLineHash : undefined;
-      this.cur.gone = true;
-      this.log.notice(
-        `file ${this.path}: it was rotated while poprelay was stopped: finishing ${name} from byte ${saved.offset} first`,
-      );
+      // Kept only for the same file: openPath reads on from its offset once it is judged.
+      if (live !== BigInt(saved.inode)) this.saved = undefined;
+      return false;
+    }
+    const after = this.chainAfter;
+    if (!after) return false;
+    const next = await openFound(() => nextRotated(this.directory, this.base, after, live));
+    if (next) {
+      this.chainAfter = undefined;
+      return this.openChained(next, after.why);
+    }
+    // With no file at `path` yet, the chain may still grow: it is looked at again.
+    if (live === undefined) return false;
+    this.chainAfter = undefined;
+    this.log.notice(`file ${this.path}: ${after.why}: reading the new ${this.path} from byte 0`);
+    return false;
+  }
+
+  /** Judges the saved position against the file at `path`: see openBefore. */
+  private async resumeSaved(saved: FilePosition, live: bigint | undefined): Promise<boolean> {
+    const inode = BigInt(saved.inode);
+    // Nothing of the saved file read yet, so no first line to find a copy by: its lines may
+    // be in it, wherever a rotation put it, and in a copy copytruncate made since the save.
+    // Both, and every file written since, are read from byte 0 in the order written.
+    if (
+      saved.offset === 0 &&
+      (await this.resumeUnsaved(live, inode, "nothing of the saved file was read yet"))
+    )
       return true;
+    if (live === inode) return false;
+    const rotated = await openFound(() => findByInode(this.directory, inode, this.base));
+    if (rotated && (await this.openRotated(rotated, saved))) return true;
+    if (await this.resumeFromCopy(saved, live)) return true;
+    if (await this.resumeUnsaved(live, inode, "the file of the saved position is gone"))
+      return true;
+    this.log.info(
+      saved.inode === "0"
+        ? `file ${this.path}: it did not exist when the position was saved: reading it from byte 0`
+        : `file ${this.path}: the file of the saved position (inode ${saved.inode}) is gone: reading ${this.path} from byte 0`,
+    );
+    return false;
+  }
+
+  /** Finishes the file rotated away while we were down from the saved offset, if it checks out. */
+  private async openRotated({ found, fh, st }: Opened, saved: FilePosition): Promise<boolean> {
+    let verdict: string | undefined;
+    try {
+      verdict = await this.judge(fh, st.size, saved);
     } catch (error) {
       await fh.close().catch(() => undefined);
       throw error;
     }
+    if (verdict !== undefined) {
+      this.log.info(
+        `file ${this.path}: ${found.path} has the saved inode but ${verdict}: reading ${this.path} from byte 0`,
+      );
+      return close(fh, false);
+    }
+    this.cur = this.cursor(fh, st.dev, st.ino, found.path, saved.offset);
+    this.cur.hash = saved.offset > 0 ? saved.firstLineHash : undefined;
+    this.cur.gone = true;
+    this.log.notice(
+      `file ${this.path}: it was rotated while poprelay was stopped: finishing ${found.path} from byte ${saved.offset} first`,
+    );
+    return true;
   }
 
   /**
@@ -310,22 +336,15 @@ export class FileReader implements Reader {
    */
   private async resumeFromCopy(saved: FilePosition, live: bigint | undefined): Promise<boolean> {
     if (saved.offset === 0 || saved.firstLineHash === "") return false;
-    const copy = await findCopy(
-      this.directory,
-      this.base,
-      saved.firstLineHash,
-      saved.offset,
-      live ?? -1n,
+    const copy = await openFound(() =>
+      findCopy(this.directory, this.base, saved.firstLineHash, saved.offset, live ?? -1n),
     );
     if (!copy) return false;
-    const fh = await openForReading(copy.path);
-    const st = await fh.stat({ bigint: true });
-    if (st.ino !== copy.ino) return close(fh, false);
-    this.cur = this.cursor(fh, st.dev, st.ino, copy.path, saved.offset);
+    this.cur = this.cursor(copy.fh, copy.st.dev, copy.st.ino, copy.found.path, saved.offset);
     this.cur.hash = saved.firstLineHash;
     this.cur.gone = true;
     this.log.notice(
-      `file ${this.path}: it was copied and truncated (copytruncate): finishing the copy ${copy.path} from byte ${saved.offset} first`,
+      `file ${this.path}: it was copied and truncated (copytruncate): finishing the copy ${copy.found.path} from byte ${saved.offset} first`,
     );
     return true;
   }
@@ -348,27 +367,20 @@ export class FileReader implements Reader {
     } catch {
       return false;
     }
-    const siblings = await rotatedSiblings(this.directory, this.base);
-    const next = siblings.find((s) => s.ino !== live && (s.mtimeNs >= savedAt || s.ino === saved));
-    if (!next) return false;
-    return this.openChained(next, why);
+    const next = await openFound(async () =>
+      (await rotatedSiblings(this.directory, this.base)).find(
+        (s) => s.ino !== live && (s.mtimeNs >= savedAt || s.ino === saved),
+      ),
+    );
+    return next ? this.openChained(next, why) : false;
   }
 
-  /** Opens a rotated file from byte 0, to be read to its end before what comes after it. */
-  private async openChained(next: Rotated, why: string): Promise<boolean> {
-    let fh: FileHandle;
-    try {
-      fh = await openForReading(next.path);
-    } catch (error) {
-      if (isMissing(error)) return false;
-      throw error;
-    }
-    const st = await fh.stat({ bigint: true });
-    if (st.ino !== next.ino || !st.isFile()) return close(fh, false);
-    this.cur = this.cursor(fh, st.dev, st.ino, next.path, 0);
+  /** Reads an opened rotated file from byte 0, to its end, before what comes after it. */
+  private openChained({ found, fh, st }: Opened, why: string): boolean {
+    this.cur = this.cursor(fh, st.dev, st.ino, found.path, 0);
     this.cur.gone = true;
     this.markStart(this.cur);
-    this.log.notice(`file ${this.path}: ${why}: reading the rotated ${next.path} from byte 0`);
+    this.log.notice(`file ${this.path}: ${why}: reading the rotated ${found.path} from byte 0`);
     return true;
   }
 
@@ -417,26 +429,28 @@ export class FileReader implements Reader {
     try {
       while (this.wanted && !this.stopping) {
         this.wanted = false;
-        try {
-          await this.step();
-          if (this.problem) {
-            this.log.info(`file ${this.path}: reading again`);
-            this.problem = undefined;
-          }
-        } catch (error) {
-          // Never out of an event handler: report once, retry on the stat timer.
-          const problem = describe(error);
-          if (problem !== this.problem)
-            this.log.error(
-              `file ${this.path}: ${problem}; retrying every ${this.statIntervalMs} ms`,
-            );
-          this.problem = problem;
-        }
+        await this.attempt(() => this.step());
         this.arm();
         this.statusChanges.check();
       }
     } finally {
       this.pumping = undefined;
+    }
+  }
+
+  /** Never out of an event handler: an error is reported once, and retried on the stat timer. */
+  private async attempt(action: () => Promise<void>): Promise<void> {
+    try {
+      await action();
+      if (this.problem) {
+        this.log.info(`file ${this.path}: reading again`);
+        this.problem = undefined;
+      }
+    } catch (error) {
+      const problem = describe(error);
+      if (problem !== this.problem)
+        this.log.error(`file ${this.path}: ${problem}; retrying every ${this.statIntervalMs} ms`);
+      this.problem = problem;
     }
   }
 
@@ -476,8 +490,10 @@ export class FileReader implements Reader {
       this.missing = true;
     }
     if (now && now.ino === cur.ino && now.dev === cur.dev) {
-      if (cur.gone && cur.name === this.path) {
+      // Renamed back, or a rotated name that is a hard link of the file at `path`.
+      if (cur.gone) {
         cur.gone = false;
+        cur.name = this.path;
         this.log.info(`file ${this.path}: it is back under its name: following it on`);
       }
       return;
@@ -509,27 +525,41 @@ export class FileReader implements Reader {
     await cur.fh.close().catch(() => undefined);
     const old = cur.name === this.path ? "the old file" : cur.name;
     this.wanted = true;
-    if (next && (await this.openChained(next, `finished ${old} at byte ${cur.pos}`))) return;
-    this.log.notice(
-      `file ${this.path}: finished ${old} at byte ${cur.pos}: reading the new ${this.path} from byte 0`,
-    );
+    // What comes next is chosen with the file at `path` open (openPath), so that a rotation
+    // between the choice and the open cannot skip a file.
+    this.chainAfter = {
+      ino: done.ino,
+      mtimeNs: done.mtimeNs,
+      why: `finished ${old} at byte ${cur.pos}`,
+    };
     await this.openPath();
   }
 
-  /** Opens `path` if it exists, at the saved offset when it is the saved file, else at 0. */
+  /**
+   * Opens the file at `path`, at the saved offset when it is the saved file, else at 0; or,
+   * first, a rotated file that comes before it (openBefore). `path` is opened before the
+   * directory is listed, so that a rotation in between shows in the listing.
+   */
   private async openPath(): Promise<void> {
-    let fh: FileHandle;
+    let fh: FileHandle | undefined;
     try {
       fh = await openForReading(this.path);
     } catch (error) {
       if (!isMissing(error)) throw error;
-      if (!this.missing) this.log.info(`file ${this.path}: waiting for it to appear`);
-      this.missing = true;
-      return;
     }
     try {
-      const st = await fh.stat({ bigint: true });
-      if (!st.isFile()) throw new Error(`${this.path} is not a regular file`);
+      const st = await fh?.stat({ bigint: true });
+      if (st && !st.isFile()) throw new Error(`${this.path} is not a regular file`);
+      if (await this.openBefore(st?.ino)) {
+        this.started = true;
+        await fh?.close().catch(() => undefined);
+        return;
+      }
+      if (!fh || !st) {
+        if (!this.missing) this.log.info(`file ${this.path}: waiting for it to appear`);
+        this.missing = true;
+        return;
+      }
       const saved = this.saved;
       this.saved = undefined;
       let offset = 0;
@@ -561,7 +591,7 @@ export class FileReader implements Reader {
       if (offset === 0) this.markStart(this.cur);
       if (offset > 0) this.log.info(`file ${this.path}: resuming at byte ${offset}`);
     } catch (error) {
-      await fh.close().catch(() => undefined);
+      await fh?.close().catch(() => undefined);
       throw error;
     }
   }
@@ -622,28 +652,25 @@ export class FileReader implements Reader {
    */
   private async truncated(cur: Cursor, why: string): Promise<void> {
     this.wanted = true;
+    const hash = cur.hash;
     const copy =
-      cur.hash === undefined
+      hash === undefined
         ? undefined
-        : await findCopy(this.directory, this.base, cur.hash, cur.pos, cur.ino);
+        : await openFound(() => findCopy(this.directory, this.base, hash, cur.pos, cur.ino));
     if (copy) {
-      let fh: FileHandle | undefined;
-      try {
-        fh = await openForReading(copy.path);
-        const st = await fh.stat({ bigint: true });
-        if (st.ino === copy.ino) {
-          this.cur = { ...cur, fh, dev: st.dev, ino: st.ino, name: copy.path, gone: true };
-          await cur.fh.close().catch(() => undefined);
-          this.log.notice(
-            `file ${this.path}: it ${why}: finishing its copy ${copy.path} from byte ${cur.pos} first`,
-          );
-          return;
-        }
-        await fh.close();
-      } catch (error) {
-        await fh?.close().catch(() => undefined);
-        if (!isMissing(error)) throw error;
-      }
+      this.cur = {
+        ...cur,
+        fh: copy.fh,
+        dev: copy.st.dev,
+        ino: copy.st.ino,
+        name: copy.found.path,
+        gone: true,
+      };
+      await cur.fh.close().catch(() => undefined);
+      this.log.notice(
+        `file ${this.path}: it ${why}: finishing its copy ${copy.found.path} from byte ${cur.pos} first`,
+      );
+      return;
     }
     this.log.notice(`file ${this.path}: it ${why}: reading it again from byte 0`);
     cur.pos = 0;
