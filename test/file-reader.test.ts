@@ -11,6 +11,7 @@ import {
   symlink,
   truncate,
   unlink,
+  utimes,
   writeFile,
 } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -678,5 +679,22 @@ describe("openFound", () => {
       openFound(async () => ({ path, ino: other })),
       /kept being renamed/,
     );
+  });
+});
+
+describe("rotatedSiblings", () => {
+  it("orders files last written in the same clock tick by birth, then by name", async () => {
+    const dir = await scratch("poprelay-file-order-");
+    const log = join(dir, "mail.log");
+    // Born in this order; a dateext name sorts before a numbered one.
+    await writeFile(`${log}.1`, "older\n");
+    await delay(5);
+    await writeFile(`${log}-20261206`, "newer\n");
+    const tick = new Date("2026-12-06T12:00:00Z");
+    await utimes(`${log}.1`, tick, tick);
+    await utimes(`${log}-20261206`, tick, tick);
+    const order = (await rotatedSiblings(dir, "mail.log")).map((s) => s.suffix);
+    const born = (await stat(`${log}.1`, { bigint: true })).birthtimeNs > 0n;
+    assert.deepEqual(order, born ? [".1", "-20261206"] : ["-20261206", ".1"]);
   });
 });

@@ -172,6 +172,8 @@ export interface Rotated extends Found {
   suffix: string;
   size: bigint;
   mtimeNs: bigint;
+  /** 0 where the file system keeps no birth time. */
+  birthtimeNs: bigint;
 }
 
 /**
@@ -197,6 +199,7 @@ export async function rotatedSiblings(directory: string, base: string): Promise<
           ino: st.ino,
           size: st.size,
           mtimeNs: st.mtimeNs,
+          birthtimeNs: st.birthtimeNs,
         });
     } catch {
       // Gone meanwhile: nothing to read there.
@@ -210,10 +213,13 @@ const NUMBERED = /^\.(\d{1,6})$/;
 
 /**
  * By the last write; files written within one clock tick (file times are as coarse as the
- * kernel's tick) by their names: `.2` before `.1`, `-20261123` before `-20261124`.
+ * kernel's tick) by their birth (a rotated file is born before the next one), else by their
+ * names: `.2` before `.1`, `-20261123` before `-20261124`.
  */
 function olderFirst(a: Rotated, b: Rotated): number {
   if (a.mtimeNs !== b.mtimeNs) return a.mtimeNs < b.mtimeNs ? -1 : 1;
+  if (a.birthtimeNs > 0n && b.birthtimeNs > 0n && a.birthtimeNs !== b.birthtimeNs)
+    return a.birthtimeNs < b.birthtimeNs ? -1 : 1;
   const na = NUMBERED.exec(a.suffix);
   const nb = NUMBERED.exec(b.suffix);
   if (na && nb) return Number(nb[1]) - Number(na[1]);
