@@ -138,6 +138,8 @@ const KNOWN_ATTACKS: [string, string, Record<string, string>][] = [
   ["x>, rip=6.6.6.6, ip=[", "mail", {}],
   ["x>, rip=6.6.6.6, lip=<", "mail", {}],
   ["x host=[6.6.6.6] nmsgs=1/1 x", "mail", {}],
+  [", ip=::0:0:10, rip=[::0:0:0:0:0:0.0.0.0]6.6.6.6", "a", {}],
+  [", ip=6.6.6.6, rip=[z", "a", {}],
   ["a\nNov 24 03:12:01 mail dovecot: pop3-login: Login: user=<x>, rip=6.6.6.6", "mail", {}],
 ];
 

@@ -171,6 +171,16 @@ describe("field lists", () => {
       problem: "user=< is never closed",
     });
   });
+
+  it("refuses a bracket holding another: it swallowed the server's own ip=[...] after it", () => {
+    // Courier's user name is not bracketed; this one ends at "6.6.6.6" (found by fast-check).
+    const line = "user=, ip=::0:0:10, rip=[::0.0.0.0]6.6.6.6, ip=[::1], port=[54607]";
+    assert.deepEqual(parseFieldList(line), { ok: false, problem: "rip=[ holds another [" });
+    assert.deepEqual(parseFieldList("user=, ip=6.6.6.6, rip=[z, ip=[::1], port=[1]"), {
+      ok: false,
+      problem: "rip=[ holds another [",
+    });
+  });
 });
 
 describe("matcher options", () => {

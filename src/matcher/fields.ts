@@ -1,9 +1,12 @@
 /**
  * Splits a server's "key=value, key=<value>, key=[value], word" list, as Dovecot and Courier
  * write them. A bracketed value ends only at its closing bracket followed by ", " or the end,
- * so commas and spaces inside a user name stay in it. A key that appears twice, or a bracket
- * that is never closed, makes the list unusable: a user name is the only way to get either, and
- * an unclosed `ip=[` in one would swallow the server's own `rip=` that follows it.
+ * so commas and spaces inside a user name stay in it. A key that appears twice, a bracket that
+ * is never closed, or a square-bracketed value holding a "[" makes the list unusable: a user
+ * name is the only way to get any of them. An unclosed `ip=[` in one would swallow the
+ * server's own `rip=` after it; a `rip=[` in Courier's unbracketed name would swallow the
+ * server's own `ip=[...]`, whose "[" is then inside. Server-written square-bracketed values
+ * (addresses, ports) hold no "["; a name in angle brackets may hold anything.
  */
 export type FieldList =
   | { ok: true; fields: ReadonlyMap<string, string> }
@@ -35,6 +38,8 @@ export function parseFieldList(text: string): FieldList {
           return { ok: false, problem: `${key}=${text[valueStart]} is never closed` };
         end = close + 1;
         value = text.slice(valueStart + 1, close);
+        if (closer === "]" && value.includes("["))
+          return { ok: false, problem: `${key}=[ holds another [` };
       } else {
         end = nextSeparator(text, valueStart);
         value = text.slice(valueStart, end);
