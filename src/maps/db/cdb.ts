@@ -111,15 +111,21 @@ export function cdbBytes(records: readonly (readonly [string, string])[]): Buffe
 /**
  * Builds a cdb in one buffer sized up front, with the records' hashes and positions in typed
  * arrays: a map of 100,000 entries is rebuilt on every grant, and an object or two per record
- * would be garbage the daemon's heap grows for.
+ * would be garbage the daemon's heap grows for. Keys and values are copied byte by byte (a
+ * dozen bytes each: a loop costs less than the subarray and the native copy per record that it
+ * replaced, and it folds and hashes the key on the way), and the lengths and slots are written
+ * through a DataView, little-endian whatever the machine.
  */
 class CdbBuilder {
   private readonly out: Buffer;
+  private readonly view: DataView;
   private readonly hashes: Uint32Array;
   private readonly positions: Uint32Array;
   /** Record number + 1 by hash, for seen(); 0: free. */
   private readonly index: Uint32Array;
   private readonly order: Uint32Array;
+  /** One hash table's slots as they are filled: (hash, position) pairs. */
+  private readonly slots: Uint32Array;
   private count = 0;
   private pos = TOC;
 
@@ -135,11 +141,12 @@ class CdbBuilder {
     while (slots < records * 2) slots *= 2;
     if (scratch) {
       scratch.fit(size, records, slots);
+      // Every byte up to the end of the tables is written by add() and finish(): no clearing.
       this.out = scratch.out.subarray(0, size);
-      this.out.fill(0);
       this.hashes = scratch.hashes;
       this.positions = scratch.positions;
       this.order = scratch.order;
+      this.slots = scratch.slots;
       this.index = scratch.index.subarray(0, slots);
       this.index.fill(0);
     } else {
@@ -147,16 +154,17 @@ class CdbBuilder {
       this.hashes = new Uint32Array(records);
       this.positions = new Uint32Array(records);
       this.order = new Uint32Array(records);
+      this.slots = new Uint32Array(4 * records);
       this.index = new Uint32Array(slots);
     }
+    this.view = new DataView(this.out.buffer, this.out.byteOffset, this.out.length);
   }
 
   /** Adds a record; a key added before keeps its first value (tinycdb's CDB_PUT_INSERT). */
   add(key: string, value: string): void {
-    const keyStart = this.pos + 8;
-    const keyLength = this.out.write(key, keyStart, "utf8");
-    if (this.keyAdded(keyStart, keyLength))
-      this.commit(keyStart, keyLength, this.out.write(value, keyStart + keyLength, "utf8"));
+    const bytes = Buffer.from(key + value, "utf8");
+    const keyLength = Buffer.byteLength(key, "utf8");
+    this.addBytes(bytes, 0, keyLength, keyLength, bytes.length, false);
   }
 
   /**
@@ -174,61 +182,40 @@ class CdbBuilder {
     const { out } = this;
     const at = this.pos + 8;
     const keyLength = keyEnd - keyStart;
-    out.set(source.subarray(keyStart, keyEnd), at);
-    if (fold) {
-      for (let b = at; b < at + keyLength; b++) {
-        const code = out[b] ?? 0;
-        if (code >= 0x41 && code <= 0x5a) out[b] = code + 0x20;
-      }
-    }
-    if (this.keyAdded(at, keyLength)) {
-      out.set(source.subarray(valueStart, valueEnd), at + keyLength);
-      this.commit(at, keyLength, valueEnd - valueStart);
-    }
-  }
-
-  /**
-   * The key written at `keyStart`: hashed and looked up; true when it is new (its value is to
-   * follow), false when an earlier record has it (the bytes written are cleared again).
-   */
-  private keyAdded(keyStart: number, keyLength: number): boolean {
-    const { out } = this;
     let hash = 5381;
-    for (let b = keyStart; b < keyStart + keyLength; b++) {
-      hash = (Math.imul(hash, 33) ^ (out[b] ?? 0)) >>> 0;
+    for (let from = keyStart, to = at; from < keyEnd; from++, to++) {
+      let code = source[from] as number;
+      if (fold && code >= 0x41 && code <= 0x5a) code += 0x20;
+      out[to] = code;
+      hash = (Math.imul(hash, 33) ^ code) >>> 0;
     }
-    if (this.seen(hash, keyStart, keyLength)) {
-      // The free-slot test in finish() counts on zeros past the last record.
-      out.fill(0, keyStart, keyStart + keyLength);
-      return false;
-    }
+    if (this.seen(hash, at, keyLength)) return;
+    const valueAt = at + keyLength;
+    for (let from = valueStart, to = valueAt; from < valueEnd; from++, to++)
+      out[to] = source[from] as number;
+    const valueLength = valueEnd - valueStart;
+    this.view.setUint32(this.pos, keyLength, true);
+    this.view.setUint32(this.pos + 4, valueLength, true);
     this.hashes[this.count] = hash;
-    return true;
-  }
-
-  /** The record whose key keyAdded() took, with its value written: lengths, position. */
-  private commit(keyStart: number, keyLength: number, valueLength: number): void {
-    const { out, pos } = this;
-    out.writeUInt32LE(keyLength, pos);
-    out.writeUInt32LE(valueLength, pos + 4);
-    this.positions[this.count] = pos;
+    this.positions[this.count] = this.pos;
     this.count++;
-    this.pos = keyStart + keyLength + valueLength;
+    this.pos = valueAt + valueLength;
   }
 
   /**
-   * Whether a record with this key was added before; if not, remembers this one (the next to
-   * be added). An open-addressing set of record numbers by hash: no string kept per key.
+   * Whether a record with this key (written at `keyStart`) was added before; if not, remembers
+   * it as the next record. An open-addressing set of record numbers by hash: no string kept per
+   * key.
    */
   private seen(hash: number, keyStart: number, keyLength: number): boolean {
     const { index, out } = this;
     const mask = index.length - 1;
     let slot = hash & mask;
-    for (let entry = index[slot] ?? 0; entry !== 0; entry = index[slot] ?? 0) {
+    for (let entry = index[slot] as number; entry !== 0; entry = index[slot] as number) {
       const other = entry - 1;
       if (this.hashes[other] === hash) {
-        const at = (this.positions[other] ?? 0) + 8;
-        const length = out.readUInt32LE(at - 8);
+        const at = (this.positions[other] as number) + 8;
+        const length = this.view.getUint32(at - 8, true);
         if (
           length === keyLength &&
           out.compare(out, keyStart, keyStart + keyLength, at, at + length) === 0
@@ -243,42 +230,43 @@ class CdbBuilder {
 
   /** The hash tables and the table of contents; the file's bytes. */
   finish(): Buffer {
-    const { out, hashes, positions, count } = this;
+    const { view, hashes, positions, count, order, slots: table } = this;
     // Records by table, each table's in the order they were added: a counting sort.
     const starts = new Uint32Array(257);
     for (let i = 0; i < count; i++) {
-      const t = ((hashes[i] ?? 0) & 255) + 1;
-      starts[t] = (starts[t] ?? 0) + 1;
+      const t = ((hashes[i] as number) & 255) + 1;
+      starts[t] = (starts[t] as number) + 1;
     }
-    for (let t = 0; t < 256; t++) starts[t + 1] = (starts[t + 1] ?? 0) + (starts[t] ?? 0);
+    for (let t = 0; t < 256; t++) starts[t + 1] = (starts[t + 1] as number) + (starts[t] as number);
     const next = starts.slice(0, 256);
-    const { order } = this;
     for (let i = 0; i < count; i++) {
-      const t = (hashes[i] ?? 0) & 255;
-      const at = next[t] ?? 0;
+      const t = (hashes[i] as number) & 255;
+      const at = next[t] as number;
       order[at] = i;
       next[t] = at + 1;
     }
 
     let pos = this.pos;
     for (let t = 0; t < 256; t++) {
-      const first = starts[t] ?? 0;
-      const last = starts[t + 1] ?? 0;
+      const first = starts[t] as number;
+      const last = starts[t + 1] as number;
       const slots = (last - first) * 2;
-      out.writeUInt32LE(pos, t * 8);
-      out.writeUInt32LE(slots, t * 8 + 4);
+      view.setUint32(t * 8, pos, true);
+      view.setUint32(t * 8 + 4, slots, true);
+      table.fill(0, 0, slots * 2);
       for (let r = first; r < last; r++) {
-        const i = order[r] ?? 0;
-        const hash = hashes[i] ?? 0;
+        const i = order[r] as number;
+        const hash = hashes[i] as number;
         let slot = (hash >>> 8) % slots;
-        // A free slot's record position is 0 (Buffer.alloc): no record lives inside the TOC.
-        while (out.readUInt32LE(pos + slot * 8 + 4) !== 0) slot = (slot + 1) % slots;
-        out.writeUInt32LE(hash, pos + slot * 8);
-        out.writeUInt32LE(positions[i] ?? 0, pos + slot * 8 + 4);
+        // A free slot's record position is 0: no record lives inside the TOC.
+        while (table[slot * 2 + 1] !== 0) slot = (slot + 1) % slots;
+        table[slot * 2] = hash;
+        table[slot * 2 + 1] = positions[i] as number;
       }
+      for (let k = 0; k < slots * 2; k++) view.setUint32(pos + k * 4, table[k] as number, true);
       pos += slots * 8;
     }
-    return out.subarray(0, pos);
+    return this.out.subarray(0, pos);
   }
 }
 
@@ -309,6 +297,7 @@ class CdbScratch {
   hashes = new Uint32Array(0);
   positions = new Uint32Array(0);
   order = new Uint32Array(0);
+  slots = new Uint32Array(0);
   index = new Uint32Array(0);
   busy = false;
 
@@ -321,6 +310,7 @@ class CdbScratch {
       this.hashes = new Uint32Array(more(records));
       this.positions = new Uint32Array(more(records));
       this.order = new Uint32Array(more(records));
+      this.slots = new Uint32Array(4 * more(records));
     }
     if (this.index.length < slots) this.index = new Uint32Array(slots);
   }
