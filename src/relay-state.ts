@@ -150,15 +150,16 @@ export class RelayState {
       const result = await operation();
       const now = this.clock();
       const listed = await this.store.list();
+      // One pass (100,000 entries on every grant): whether all are live, and the next expiry.
+      let allLive = true;
+      let nextExpiry: number | undefined;
+      for (const { expires } of listed) {
+        if (expires <= now) allLive = false;
+        else if (nextExpiry === undefined || expires < nextExpiry) nextExpiry = expires;
+      }
       // A copy already: kept as it is when every entry is live (nearly always), no second one.
-      const live = listed.every((e) => e.expires > now)
-        ? listed
-        : listed.filter((e) => e.expires > now);
+      const live = allLive ? listed : listed.filter((e) => e.expires > now);
       this.durable?.(live);
-      const nextExpiry = live.reduce<number | undefined>(
-        (min, e) => (min === undefined || e.expires < min ? e.expires : min),
-        undefined,
-      );
       let staged: StagedMap;
       try {
         if (!this.store.known() || this.map.mta === "none") {
