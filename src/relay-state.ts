@@ -17,7 +17,7 @@ export interface RelayChange<T> {
   result: T;
   map: MapWriteResult;
   /** Entries in the map now (unexpired), in address order. */
-  live: SpoolEntry[];
+  live: readonly SpoolEntry[];
   /** When the next live entry expires (ms since the epoch); undefined when none is live. */
   nextExpiry: number | undefined;
   /**
@@ -61,7 +61,7 @@ export interface RelayStateOptions {
 export class RelayState {
   private readonly builder: DatabaseBuilder;
   private readonly defer: boolean;
-  private durable: ((live: SpoolEntry[]) => void) | undefined;
+  private durable: ((live: readonly SpoolEntry[]) => void) | undefined;
 
   constructor(
     private readonly store: SpoolStore,
@@ -123,11 +123,11 @@ export class RelayState {
    * Calls `listener` with the live entries as soon as each change is durable in the spool,
    * before the map is written: the policy service answers from that, whatever the map does.
    */
-  onDurable(listener: (live: SpoolEntry[]) => void): void {
+  onDurable(listener: (live: readonly SpoolEntry[]) => void): void {
     this.durable = listener;
   }
 
-  entries(): Promise<SpoolEntry[]> {
+  entries(): Promise<readonly SpoolEntry[]> {
     return this.store.list();
   }
 

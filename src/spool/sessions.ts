@@ -153,9 +153,12 @@ export function planSessions(
   const holder = (id: string): string | undefined => {
     if (!holders) {
       holders = new Map();
+      // Every entry (100,000 per end line at that size): no array made for those without one.
       for (const map of [current, working])
-        for (const entry of map.values())
-          for (const s of entry.sessions ?? []) holders.set(s.id, entry.ip);
+        for (const entry of map.values()) {
+          const sessions = entry.sessions;
+          if (sessions) for (const s of sessions) holders.set(s.id, entry.ip);
+        }
     }
     return holders.get(id);
   };
