@@ -80,6 +80,7 @@ export async function replay(
   file: string,
   facts: LogFacts,
   runs: number,
+  withFail2ban = true,
 ): Promise<ToolRun[]> {
   const results: ToolRun[] = [];
   const conf = join(dir, "match-config");
@@ -136,7 +137,7 @@ export async function replay(
     runs,
   });
 
-  const fail2ban = await which("fail2ban-regex");
+  const fail2ban = withFail2ban ? await which("fail2ban-regex") : undefined;
   if (fail2ban) {
     const filter = join(dir, "poprelay-login.conf");
     await writeFile(filter, FAIL2BAN_FILTER);

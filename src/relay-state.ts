@@ -8,7 +8,8 @@ import {
   type StagedMap,
   stageMap,
 } from "./maps/write.js";
-import type { SessionPlan } from "./spool/sessions.js";
+import { sortedLookup } from "./spool/order.js";
+import type { CurrentEntries, SessionPlan } from "./spool/sessions.js";
 import type { SpoolEntry, SpoolStore } from "./spool/types.js";
 
 export interface RelayChange<T> {
@@ -16,7 +17,7 @@ export interface RelayChange<T> {
   result: T;
   map: MapWriteResult;
   /** Entries in the map now (unexpired), in address order. */
-  live: SpoolEntry[];
+  live: readonly SpoolEntry[];
   /** When the next live entry expires (ms since the epoch); undefined when none is live. */
   nextExpiry: number | undefined;
   /**
@@ -60,7 +61,7 @@ export interface RelayStateOptions {
 export class RelayState {
   private readonly builder: DatabaseBuilder;
   private readonly defer: boolean;
-  private durable: ((live: SpoolEntry[]) => void) | undefined;
+  private durable: ((live: readonly SpoolEntry[]) => void) | undefined;
 
   constructor(
     private readonly store: SpoolStore,
@@ -83,12 +84,10 @@ export class RelayState {
    * the lock). An entry a session end shortens replaces the stored one in one atomic write:
    * killed at any instant, the address has the old entry or the new one, never none.
    */
-  track(
-    plan: (current: ReadonlyMap<string, SpoolEntry>) => SessionPlan,
-  ): Promise<RelayChange<SpoolEntry[]>> {
+  track(plan: (current: CurrentEntries) => SessionPlan): Promise<RelayChange<SpoolEntry[]>> {
     return this.change(async () => {
-      const current = new Map((await this.store.list()).map((e) => [e.ip, e]));
-      const { put, replace } = plan(current);
+      // The list is sorted by address: no Map of every entry for each login (19 ms at 100,000).
+      const { put, replace } = plan(sortedLookup(await this.store.list()));
       const changed = await this.store.put(put);
       if (replace.length > 0) changed.push(...(await this.store.put(replace, { replace: true })));
       return changed;
@@ -124,11 +123,11 @@ export class RelayState {
    * Calls `listener` with the live entries as soon as each change is durable in the spool,
    * before the map is written: the policy service answers from that, whatever the map does.
    */
-  onDurable(listener: (live: SpoolEntry[]) => void): void {
+  onDurable(listener: (live: readonly SpoolEntry[]) => void): void {
     this.durable = listener;
   }
 
-  entries(): Promise<SpoolEntry[]> {
+  entries(): Promise<readonly SpoolEntry[]> {
     return this.store.list();
   }
 
@@ -150,15 +149,16 @@ export class RelayState {
       const result = await operation();
       const now = this.clock();
       const listed = await this.store.list();
+      // One pass (100,000 entries on every grant): whether all are live, and the next expiry.
+      let allLive = true;
+      let nextExpiry: number | undefined;
+      for (const { expires } of listed) {
+        if (expires <= now) allLive = false;
+        else if (nextExpiry === undefined || expires < nextExpiry) nextExpiry = expires;
+      }
       // A copy already: kept as it is when every entry is live (nearly always), no second one.
-      const live = listed.every((e) => e.expires > now)
-        ? listed
-        : listed.filter((e) => e.expires > now);
+      const live = allLive ? listed : listed.filter((e) => e.expires > now);
       this.durable?.(live);
-      const nextExpiry = live.reduce<number | undefined>(
-        (min, e) => (min === undefined || e.expires < min ? e.expires : min),
-        undefined,
-      );
       let staged: StagedMap;
       try {
         if (!this.store.known() || this.map.mta === "none") {

@@ -70,7 +70,7 @@ export class Daemon {
   private statusTimer: NodeJS.Timeout | undefined;
   private lastStatus = "";
   /** The map's entries as of the last change, in address order: the policy service's answers. */
-  private live: SpoolEntry[] = [];
+  private live: readonly SpoolEntry[] = [];
   private policy: { listen: string; server: PolicyServer } | undefined;
   private unwatch: (() => void) | undefined;
   /** A refresh after a change elsewhere is running; `again`: another change came meanwhile. */

@@ -25,8 +25,9 @@ import type { Logger } from "../log.js";
 import type { SpoolEntry } from "../spool/types.js";
 import { runCommand } from "./command.js";
 import { WRITERS } from "./db/writers.js";
-import { assertReplaceable } from "./ownership.js";
-import { ByteWriter, checkedAddressList, exactAddressList, renderAddressBytes } from "./render.js";
+import { approveMap, assertReplaceable } from "./ownership.js";
+import { ByteWriter, checkedAddressList, exactAddressList } from "./render.js";
+import { type MapText, MapTextMaker } from "./rerender.js";
 import { type ResolvedMap, resolveMap, validateMapConfig } from "./resolve.js";
 import { MapConfigError } from "./settings.js";
 import { tcprulesProgram, tcprulesReadsIpv6 } from "./tcprules.js";
@@ -152,16 +153,29 @@ export async function stageMap(
 
 /**
  * What a map write works in, kept from one write to the next: the addresses, the new map's
- * bytes and the live map's. A daemon writes its whole map on every grant (2 MB each at 100,000
- * entries); made afresh each time, they outlived the young generation and stayed until V8's
- * next full collection, so the daemon's memory grew by several MB per grant until then. None
- * of it leaves stageMap: the map is on disk when it returns.
+ * bytes (and the last one's, which the next is made from) and the live map's. A daemon writes
+ * its whole map on every grant (2 MB each at 100,000 entries); made afresh each time, they
+ * outlived the young generation and stayed until V8's next full collection, so the daemon's
+ * memory grew by several MB per grant until then. None of it leaves stageMap: the map is on
+ * disk when it returns.
  */
 class Scratch {
   busy = false;
   readonly addresses: string[] = [];
-  readonly text = new ByteWriter();
+  readonly texts = new MapTextMaker();
   readonly live = new ByteWriter();
+  /** The text map this process put in place last, as it was then: see liveState. */
+  placed: PlacedText | undefined;
+}
+
+interface PlacedText {
+  file: string;
+  /** MapText.serial: which text it holds. */
+  serial: number;
+  ino: bigint;
+  size: bigint;
+  /** Changed by every write, rename and link, and settable by no one: no other file has it. */
+  ctimeNs: bigint;
 }
 
 const kept = new Scratch();
@@ -182,7 +196,11 @@ async function stageWith(
   const name = basename(file);
 
   // Checked before anything touches the disk: a bad entry writes nothing.
-  let addresses: readonly string[] = checkedAddressList(entries, scratch.addresses);
+  let addresses: readonly string[] = checkedAddressList(
+    entries,
+    scratch.addresses,
+    scratch.texts.lastAddresses,
+  );
   const [staticText, headText] = await Promise.all([
     readStatic("map.static", resolved.static),
     readStatic("map.head", resolved.head),
@@ -192,8 +210,9 @@ async function stageWith(
   });
   await mkdir(dir, { recursive: true, mode: 0o755 });
 
-  const ipv6 = addresses.filter((ip) => ip.includes(":"));
-  if (ipv6.length > 0 && resolved.ipv6Check === "tcprules") {
+  // Only tcprules needs the IPv6 ones apart (a pass over every address, on every grant).
+  const ipv6 = resolved.ipv6Check === "tcprules" ? addresses.filter((ip) => ip.includes(":")) : [];
+  if (ipv6.length > 0) {
     const program = tcprulesProgram(resolved.command);
     const scratch = await makeTempDir(dir);
     const readsIpv6 = await tcprulesReadsIpv6(program, scratch).finally(() =>
@@ -219,24 +238,31 @@ async function stageWith(
   // The map's bytes, written and compared as they are (a string of 2 MB per grant, and the
   // live map read back as another, were garbage the old generation kept until its next full
   // collection).
-  const text = renderAddressBytes(addresses, resolved, staticText, headText, scratch.text);
+  const made = scratch.texts.make(addresses, resolved, staticText, headText);
+  const text = made.bytes;
   const result: MapWriteResult = { changed: false, entries: addresses.length, file, products: [] };
 
-  const live = await liveState(file, text, resolved, scratch.live);
+  const placed = scratch.placed?.file === file ? scratch.placed : undefined;
+  scratch.placed = undefined;
+  const live = await liveState(file, made, placed, resolved, scratch.live);
+  if (live.placed) scratch.placed = live.placed;
   if (!options.force && live.textCurrent && live.databaseCurrent) {
     log.debug(`map: ${file} is up to date (${addresses.length} addresses)`);
     return { result };
   }
 
   // Never over a file whose lines are not all poprelay's or the site's own (map.head, static).
-  await assertReplaceable(
-    file,
-    text,
-    resolved,
-    `${headText}\n${staticText}`,
-    log,
-    live.readError === undefined ? (live.bytes ?? null) : undefined,
-  );
+  if (live.placed) approveMap(file, text);
+  else
+    await assertReplaceable(
+      file,
+      text,
+      resolved,
+      `${headText}\n${staticText}`,
+      log,
+      live.readError === undefined ? (live.bytes ?? null) : undefined,
+    );
+  scratch.placed = undefined;
   await removeStaleTempDirs(dir, options.now ?? Date.now(), log);
   const temp = await makeTempDir(dir);
   let handedOver = false;
@@ -276,7 +302,7 @@ async function stageWith(
         live.text && live.text.mtimeNs > live.newestProductNs
           ? live.text.mtimeNs
           : live.newestProductNs;
-      const written = await writeSynced(built, text, newest);
+      const written = await writeSynced(built, text, after(newest));
       let previous: string | undefined;
       if (keepPrevious && live.text) {
         previous = join(temp, ".previous");
@@ -294,22 +320,31 @@ async function stageWith(
       let newest = live.text?.mtimeNs ?? 0n;
       const staged = await newestStaged(dir, name, temp);
       if (staged > newest) newest = staged;
-      const written = await writeSynced(built, text, newest);
+      const written = await writeSynced(built, text, after(newest));
       return job({ ...written, published: false, previous: undefined }, true);
     }
 
-    await writeSynced(built, text, undefined);
-    if (resolved.writer !== null) {
-      await WRITERS[resolved.writer](text, built + (resolved.products?.[0] ?? ""), MODE);
+    // The text and the database are written and synced at once: their syncs overlap.
+    const product = resolved.writer === null ? undefined : (resolved.products?.[0] ?? "");
+    const writer = resolved.writer === null ? undefined : WRITERS[resolved.writer];
+    // The database's mtime is its text's (or later), so that the next write finds it current;
+    // both are set here, since neither file is written before the other.
+    const stamp = Date.now();
+    const [written] = await Promise.all([
+      writeSynced(built, text, stamp),
+      writer?.(text, built + product, MODE, made).then(() =>
+        finish(built + product, BigInt(stamp) * 1_000_000n),
+      ),
+    ]);
+    if (writer) {
       // Database first, the text last: a writer killed in between leaves a text map that
       // differs from the new one, so the next write builds everything again.
-      for (const product of await productsIn(temp, name)) {
-        await settle(join(temp, product), join(dir, product));
-        result.products.push(join(dir, product));
-      }
+      await rename(built + product, file + product);
+      result.products.push(file + product);
     }
     await rename(built, file);
     await syncDirectory(dir);
+    scratch.placed = await placedText(file, made.serial, written.textIno);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     // Only a failed rename in the map's own directory gets past the first product.
@@ -484,7 +519,7 @@ async function readStatic(key: string, path: string): Promise<string> {
 interface LiveState {
   /** The live text map's inode and mtime, when there is one. */
   text: { ino: bigint; mtimeNs: bigint } | undefined;
-  /** Its bytes; undefined when there is none. */
+  /** Its bytes; undefined when there is none, or when `placed` tells what they are. */
   bytes: Buffer | undefined;
   /** Why it could not be read, unless it is only missing. */
   readError: unknown;
@@ -497,11 +532,21 @@ interface LiveState {
   databaseCurrent: boolean;
   /** The newest database file's mtime (0 when none): a new text must be newer. */
   newestProductNs: bigint;
+  /** Set when the live text is the one this process put in place last (see liveState). */
+  placed?: PlacedText;
 }
 
+/**
+ * The live map and its database, as the next write needs them. The live text is the one this
+ * process put in place last when its inode, size and ctime are still those it had then (a
+ * file's ctime changes with every write, rename or link, and cannot be set): its bytes are then
+ * known, and compared with the new text by their serial numbers (MapTextMaker gives the same
+ * bytes the same one) instead of being read back, 2 MB per grant at 100,000 entries.
+ */
 async function liveState(
   file: string,
-  text: Uint8Array,
+  made: MapText,
+  placed: PlacedText | undefined,
   resolved: ResolvedMap,
   into: ByteWriter,
 ): Promise<LiveState> {
@@ -513,20 +558,36 @@ async function liveState(
     databaseCurrent: false,
     newestProductNs: 0n,
   };
-  try {
-    // The content and the stat of one inode: the map is replaced by rename, never rewritten.
-    const handle = await open(file, "r");
+  // Known only when it is the text the new one was made from, or the same text.
+  const known =
+    placed !== undefined && (placed.serial === made.serial || placed.serial === made.reused?.from);
+  const st = known ? await stat(file, { bigint: true }).catch(() => undefined) : undefined;
+  if (
+    placed &&
+    st &&
+    st.ino === placed.ino &&
+    st.size === placed.size &&
+    st.ctimeNs === placed.ctimeNs
+  ) {
+    state.text = { ino: st.ino, mtimeNs: st.mtimeNs };
+    state.textCurrent = placed.serial === made.serial;
+    state.placed = placed;
+  } else {
     try {
-      const st = await handle.stat({ bigint: true });
-      state.text = { ino: st.ino, mtimeNs: st.mtimeNs };
-      state.bytes = await readAll(handle, Number(st.size), into);
-      state.textCurrent = Buffer.compare(state.bytes, text) === 0;
-    } finally {
-      await handle.close();
+      // The content and the stat of one inode: the map is replaced by rename, never rewritten.
+      const handle = await open(file, "r");
+      try {
+        const st = await handle.stat({ bigint: true });
+        state.text = { ino: st.ino, mtimeNs: st.mtimeNs };
+        state.bytes = await readAll(handle, Number(st.size), into);
+        state.textCurrent = Buffer.compare(state.bytes, made.bytes) === 0;
+      } finally {
+        await handle.close();
+      }
+    } catch (error) {
+      // No map yet, or one that cannot be read (assertReplaceable says why).
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") state.readError = error;
     }
-  } catch (error) {
-    // No map yet, or one that cannot be read (assertReplaceable says why).
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") state.readError = error;
   }
   let databaseCurrent = true;
   for (const suffix of resolved.products ?? []) {
@@ -540,6 +601,17 @@ async function liveState(
   }
   state.databaseCurrent = state.textCurrent && databaseCurrent;
   return state;
+}
+
+/** The text map just put in place, as liveState will know it; undefined if it is not ours. */
+async function placedText(
+  file: string,
+  serial: number,
+  ino: bigint,
+): Promise<PlacedText | undefined> {
+  const st = await stat(file, { bigint: true });
+  if (st.ino !== ino) return undefined;
+  return { file, serial, ino, size: st.size, ctimeNs: st.ctimeNs };
 }
 
 /** The whole file, read into `into`'s buffer (its size as stat gave it, or more if it grew). */
@@ -584,25 +656,27 @@ async function productsIn(temp: string, name: string): Promise<string[]> {
 }
 
 /**
- * Writes a new text map durably. With a database to follow (`after` set: the newest mtime of
- * the live text and database), its mtime is set to 1 ms past both, or now if later: texts are
- * then ever newer, even within one tick of the file system's clock, and a database (which
- * gets its text's mtime) tells which text it was built from.
+ * A new text's mtime (ms) with a database to follow a command's build (`newest`: the newest
+ * mtime of the live text and database): 1 ms past both, or now if later. Texts are then ever
+ * newer, even within one tick of the file system's clock, and a database (which gets its
+ * text's mtime) tells which text it was built from.
  */
+function after(newest: bigint): number {
+  return Math.max(Date.now(), Math.floor(Number(newest) / 1e6) + 1);
+}
+
+/** Writes a new text map durably, with this mtime (ms) when given. */
 async function writeSynced(
   path: string,
   text: Uint8Array,
-  after: bigint | undefined,
+  mtimeMs: number | undefined,
 ): Promise<{ textIno: bigint; textMtimeNs: bigint }> {
   const handle = await open(path, "wx", MODE);
   try {
     // Explicit, so a restrictive umask cannot hide the map from the MTA that reads it.
     await handle.chmod(MODE);
     await handle.writeFile(text);
-    if (after !== undefined) {
-      const ms = Math.max(Date.now(), Math.floor(Number(after) / 1e6) + 1);
-      await handle.utimes(ms / 1000, ms / 1000);
-    }
+    if (mtimeMs !== undefined) await handle.utimes(mtimeMs / 1000, mtimeMs / 1000);
     const st = await handle.stat({ bigint: true });
     await handle.sync();
     return { textIno: st.ino, textMtimeNs: st.mtimeNs };
@@ -628,12 +702,6 @@ async function finish(path: string, textMtimeNs: bigint | undefined): Promise<vo
   } finally {
     await handle.close();
   }
-}
-
-/** Puts a finished database product in place. */
-async function settle(from: string, to: string): Promise<void> {
-  await finish(from, undefined);
-  await rename(from, to);
 }
 
 function named(addresses: readonly string[]): string {

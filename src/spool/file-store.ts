@@ -213,7 +213,7 @@ export class FileSpoolStore implements SpoolStore {
     return (await this.remove((await this.list()).map((e) => e.ip))).length;
   }
 
-  async list(): Promise<SpoolEntry[]> {
+  async list(): Promise<readonly SpoolEntry[]> {
     await this.prepare();
     if (this.held && this.cache) return this.cache.list();
     const names = await readdir(this.options.directory);

@@ -31,6 +31,15 @@ export type SessionEvent =
   /** The server's master restarted: every session whose id starts with `prefix` ended. */
   | { kind: "restart"; prefix: string; time: number };
 
+/**
+ * The entries as they are, by address: a Map, or sortedLookup's view of the spool's list (no
+ * Map of 100,000 entries built for every login).
+ */
+export interface CurrentEntries {
+  get(ip: string): SpoolEntry | undefined;
+  values(): Iterable<SpoolEntry>;
+}
+
 export interface SessionPlan {
   /** Entries that gain (a later login, or a longer expiry): put them as usual. */
   put: SpoolEntry[];
@@ -132,7 +141,7 @@ function endSessions(
  * batch's order of events, so an end line later in the same batch still finds its session.
  */
 export function planSessions(
-  current: ReadonlyMap<string, SpoolEntry>,
+  current: CurrentEntries,
   events: readonly SessionEvent[],
   settings: SessionSettings,
 ): SessionPlan {
@@ -144,9 +153,12 @@ export function planSessions(
   const holder = (id: string): string | undefined => {
     if (!holders) {
       holders = new Map();
+      // Every entry (100,000 per end line at that size): no array made for those without one.
       for (const map of [current, working])
-        for (const entry of map.values())
-          for (const s of entry.sessions ?? []) holders.set(s.id, entry.ip);
+        for (const entry of map.values()) {
+          const sessions = entry.sessions;
+          if (sessions) for (const s of sessions) holders.set(s.id, entry.ip);
+        }
     }
     return holders.get(id);
   };

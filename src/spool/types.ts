@@ -49,7 +49,7 @@ export interface SpoolStore {
   /** Removes every entry; returns how many there were. */
   wipe(): Promise<number>;
   /** Every entry, sorted by address. */
-  list(): Promise<SpoolEntry[]>;
+  list(): Promise<readonly SpoolEntry[]>;
   /**
    * Runs `fn` holding the store's exclusive lock, shared by every process that uses the store.
    * The lock dies with its holder, so a killed process never blocks the others.

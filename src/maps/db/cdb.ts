@@ -67,14 +67,15 @@ function eachRecord(
     valueEnd: number,
     fold: boolean,
   ) => void,
+  /** Whole lines only: `from` starts one, `to` ends one (just after its newline, or the end). */
+  from = 0,
+  to = text.length,
 ): void {
-  let n = 0;
-  for (let start = 0; start < text.length; ) {
+  for (let start = from; start < to; ) {
     let end = text.indexOf(NEWLINE, start);
     if (end === -1) end = text.length;
     const line = start;
     start = end + 1;
-    n++;
     let first = line;
     while (first < end && isBlank(text[first])) first++;
     if (first === end || (first === end - 1 && text[first] === CR)) continue;
@@ -82,7 +83,9 @@ function eachRecord(
     // postmap joins a line that starts with a blank to the one before; poprelay's templates
     // never write one, so a site's static line that does is refused rather than guessed at.
     if (first !== line) {
-      throw new CdbSourceError(`line ${n}: starts with a blank (a continuation line)`);
+      throw new CdbSourceError(
+        `line ${lineNumber(text, line)}: starts with a blank (a continuation line)`,
+      );
     }
     let keyEnd = first;
     let upper = false;
@@ -94,9 +97,15 @@ function eachRecord(
     let valueEnd = end;
     while (valueEnd > value && (isBlank(text[valueEnd - 1]) || text[valueEnd - 1] === CR))
       valueEnd--;
-    if (value === valueEnd) throw new CdbSourceError(`line ${n}: a key without a value`);
+    if (value === valueEnd)
+      throw new CdbSourceError(`line ${lineNumber(text, line)}: a key without a value`);
     add(first, keyEnd, value, valueEnd, upper);
   }
+}
+
+/** The number of the line that starts at `offset` (1 for the first). */
+function lineNumber(text: Uint8Array, offset: number): number {
+  return countLines(text, 0, offset) + 1;
 }
 
 /** The whole cdb file for these records, in this order. Pure. */
@@ -109,59 +118,97 @@ export function cdbBytes(records: readonly (readonly [string, string])[]): Buffe
 }
 
 /**
+ * One table's records as built: the file's bytes up to its hash tables, and per record its hash,
+ * position and the start of its line in the text it came from. Kept from one build to the next
+ * (see writeCdb), in buffers reused: a map of 100,000 entries is rebuilt on every grant, and
+ * fresh buffers (7 MB) each time were garbage that stayed until V8's next full collection.
+ */
+class CdbRecords {
+  out = Buffer.alloc(0);
+  hashes = new Uint32Array(0);
+  positions = new Uint32Array(0);
+  lines = new Uint32Array(0);
+  count = 0;
+  /** A line's key was a repeat, so the line has no record: lines and records do not pair up. */
+  dropped = false;
+  /** Serial number of the text built (TextOrigin.serial), 0 for none. */
+  serial = 0;
+
+  /** Room for `size` bytes and `records` records. */
+  fit(size: number, records: number): void {
+    // An eighth more than asked, so that a growing map does not reallocate on every grant.
+    if (this.out.length < size) this.out = Buffer.allocUnsafe(more(size));
+    if (this.hashes.length < records) {
+      this.hashes = new Uint32Array(more(records));
+      this.positions = new Uint32Array(more(records));
+      this.lines = new Uint32Array(more(records));
+    }
+  }
+}
+
+const more = (n: number) => n + (n >>> 3);
+
+/** What one build works in and drops at its end: the key index, the order, one hash table. */
+class CdbWork {
+  order = new Uint32Array(0);
+  slots = new Uint32Array(0);
+  index = new Uint32Array(0);
+
+  fit(records: number, indexSlots: number): void {
+    if (this.order.length < records) {
+      this.order = new Uint32Array(more(records));
+      this.slots = new Uint32Array(4 * more(records));
+    }
+    if (this.index.length < indexSlots) this.index = new Uint32Array(indexSlots);
+  }
+}
+
+/**
  * Builds a cdb in one buffer sized up front, with the records' hashes and positions in typed
- * arrays: a map of 100,000 entries is rebuilt on every grant, and an object or two per record
- * would be garbage the daemon's heap grows for.
+ * arrays: no object per record. Keys and values are copied byte by byte (a dozen bytes each: a
+ * loop costs less than the subarray and the native copy per record that it replaced, and it
+ * folds and hashes the key on the way), and the lengths and slots are written through a
+ * DataView, little-endian whatever the machine.
  */
 class CdbBuilder {
   private readonly out: Buffer;
-  private readonly hashes: Uint32Array;
-  private readonly positions: Uint32Array;
+  private readonly view: DataView;
+  private readonly records: CdbRecords;
+  private readonly work: CdbWork;
   /** Record number + 1 by hash, for seen(); 0: free. */
   private readonly index: Uint32Array;
-  private readonly order: Uint32Array;
   private count = 0;
   private pos = TOC;
 
-  /**
-   * At most `records` records of at most `bytes` bytes of keys and values together; in the
-   * memory `scratch` holds when given (its arrays are cleared where they must be).
-   */
-  constructor(records: number, bytes: number, scratch?: CdbScratch) {
+  /** At most `records` records of at most `bytes` bytes of keys and values together. */
+  constructor(records: number, bytes: number, into = new CdbRecords(), work = new CdbWork()) {
     // 8 bytes of lengths and 2 slots of 8 bytes per record.
     const size = TOC + 24 * records + bytes;
     if (size > 0xffffffff) throw new CdbSourceError("the map is over cdb's 4 GiB");
     let slots = 16;
     while (slots < records * 2) slots *= 2;
-    if (scratch) {
-      scratch.fit(size, records, slots);
-      this.out = scratch.out.subarray(0, size);
-      this.out.fill(0);
-      this.hashes = scratch.hashes;
-      this.positions = scratch.positions;
-      this.order = scratch.order;
-      this.index = scratch.index.subarray(0, slots);
-      this.index.fill(0);
-    } else {
-      this.out = Buffer.alloc(size);
-      this.hashes = new Uint32Array(records);
-      this.positions = new Uint32Array(records);
-      this.order = new Uint32Array(records);
-      this.index = new Uint32Array(slots);
-    }
+    into.fit(size, records);
+    work.fit(records, slots);
+    // Every byte up to the end of the tables is written by add() and finish(): no clearing.
+    this.out = into.out.subarray(0, size);
+    this.view = new DataView(this.out.buffer, this.out.byteOffset, this.out.length);
+    this.records = into;
+    this.work = work;
+    this.index = work.index.subarray(0, slots);
+    this.index.fill(0);
+    into.dropped = false;
   }
 
   /** Adds a record; a key added before keeps its first value (tinycdb's CDB_PUT_INSERT). */
   add(key: string, value: string): void {
-    const keyStart = this.pos + 8;
-    const keyLength = this.out.write(key, keyStart, "utf8");
-    if (this.keyAdded(keyStart, keyLength))
-      this.commit(keyStart, keyLength, this.out.write(value, keyStart + keyLength, "utf8"));
+    const bytes = Buffer.from(key + value, "utf8");
+    const keyLength = Buffer.byteLength(key, "utf8");
+    this.addBytes(bytes, 0, keyLength, keyLength, bytes.length, false);
   }
 
   /**
    * add() for a key and a value that are byte ranges of `source` (UTF-8), the key's ASCII
-   * capitals folded when `fold`: copied in, no string made.
+   * capitals folded when `fold`: copied in, no string made. The key starts its line.
    */
   addBytes(
     source: Uint8Array,
@@ -171,64 +218,75 @@ class CdbBuilder {
     valueEnd: number,
     fold: boolean,
   ): void {
-    const { out } = this;
+    const { out, records } = this;
     const at = this.pos + 8;
     const keyLength = keyEnd - keyStart;
-    out.set(source.subarray(keyStart, keyEnd), at);
-    if (fold) {
-      for (let b = at; b < at + keyLength; b++) {
-        const code = out[b] ?? 0;
-        if (code >= 0x41 && code <= 0x5a) out[b] = code + 0x20;
-      }
+    let hash = 5381;
+    for (let from = keyStart, to = at; from < keyEnd; from++, to++) {
+      let code = source[from] as number;
+      if (fold && code >= 0x41 && code <= 0x5a) code += 0x20;
+      out[to] = code;
+      hash = (Math.imul(hash, 33) ^ code) >>> 0;
     }
-    if (this.keyAdded(at, keyLength)) {
-      out.set(source.subarray(valueStart, valueEnd), at + keyLength);
-      this.commit(at, keyLength, valueEnd - valueStart);
+    if (this.seen(hash, at, keyLength)) {
+      this.records.dropped = true;
+      return;
     }
+    const valueAt = at + keyLength;
+    for (let from = valueStart, to = valueAt; from < valueEnd; from++, to++)
+      out[to] = source[from] as number;
+    const valueLength = valueEnd - valueStart;
+    this.view.setUint32(this.pos, keyLength, true);
+    this.view.setUint32(this.pos + 4, valueLength, true);
+    records.hashes[this.count] = hash;
+    records.positions[this.count] = this.pos;
+    records.lines[this.count] = keyStart;
+    this.count++;
+    this.pos = valueAt + valueLength;
   }
 
   /**
-   * The key written at `keyStart`: hashed and looked up; true when it is new (its value is to
-   * follow), false when an earlier record has it (the bytes written are cleared again).
+   * Copies records `first` to `last - 1` of an earlier build, whose lines moved by `shift` bytes
+   * in the text: their bytes in one piece, their hashes as they were. False, with nothing
+   * added, when one of their keys is already in this table (it would have to be left out).
    */
-  private keyAdded(keyStart: number, keyLength: number): boolean {
-    const { out } = this;
-    let hash = 5381;
-    for (let b = keyStart; b < keyStart + keyLength; b++) {
-      hash = (Math.imul(hash, 33) ^ (out[b] ?? 0)) >>> 0;
+  addBuilt(built: CdbRecords, first: number, last: number, shift: number): boolean {
+    if (first === last) return true;
+    const { records } = this;
+    const from = built.positions[first] as number;
+    const lastAt = built.positions[last - 1] as number;
+    const builtView = new DataView(built.out.buffer, built.out.byteOffset, built.out.length);
+    const to =
+      lastAt + 8 + builtView.getUint32(lastAt, true) + builtView.getUint32(lastAt + 4, true);
+    built.out.copy(this.out, this.pos, from, to);
+    const move = this.pos - from;
+    for (let r = first; r < last; r++) {
+      const pos = (built.positions[r] as number) + move;
+      const hash = built.hashes[r] as number;
+      if (this.seen(hash, pos + 8, this.view.getUint32(pos, true))) return false;
+      records.hashes[this.count] = hash;
+      records.positions[this.count] = pos;
+      records.lines[this.count] = (built.lines[r] as number) + shift;
+      this.count++;
     }
-    if (this.seen(hash, keyStart, keyLength)) {
-      // The free-slot test in finish() counts on zeros past the last record.
-      out.fill(0, keyStart, keyStart + keyLength);
-      return false;
-    }
-    this.hashes[this.count] = hash;
+    this.pos += to - from;
     return true;
   }
 
-  /** The record whose key keyAdded() took, with its value written: lengths, position. */
-  private commit(keyStart: number, keyLength: number, valueLength: number): void {
-    const { out, pos } = this;
-    out.writeUInt32LE(keyLength, pos);
-    out.writeUInt32LE(valueLength, pos + 4);
-    this.positions[this.count] = pos;
-    this.count++;
-    this.pos = keyStart + keyLength + valueLength;
-  }
-
   /**
-   * Whether a record with this key was added before; if not, remembers this one (the next to
-   * be added). An open-addressing set of record numbers by hash: no string kept per key.
+   * Whether a record with this key (written at `keyStart`) was added before; if not, remembers
+   * it as the next record. An open-addressing set of record numbers by hash: no string kept per
+   * key.
    */
   private seen(hash: number, keyStart: number, keyLength: number): boolean {
-    const { index, out } = this;
+    const { index, out, records } = this;
     const mask = index.length - 1;
     let slot = hash & mask;
-    for (let entry = index[slot] ?? 0; entry !== 0; entry = index[slot] ?? 0) {
+    for (let entry = index[slot] as number; entry !== 0; entry = index[slot] as number) {
       const other = entry - 1;
-      if (this.hashes[other] === hash) {
-        const at = (this.positions[other] ?? 0) + 8;
-        const length = out.readUInt32LE(at - 8);
+      if (records.hashes[other] === hash) {
+        const at = (records.positions[other] as number) + 8;
+        const length = this.view.getUint32(at - 8, true);
         if (
           length === keyLength &&
           out.compare(out, keyStart, keyStart + keyLength, at, at + length) === 0
@@ -243,42 +301,46 @@ class CdbBuilder {
 
   /** The hash tables and the table of contents; the file's bytes. */
   finish(): Buffer {
-    const { out, hashes, positions, count } = this;
+    const { view, count } = this;
+    const { hashes, positions } = this.records;
+    const { order, slots: table } = this.work;
     // Records by table, each table's in the order they were added: a counting sort.
     const starts = new Uint32Array(257);
     for (let i = 0; i < count; i++) {
-      const t = ((hashes[i] ?? 0) & 255) + 1;
-      starts[t] = (starts[t] ?? 0) + 1;
+      const t = ((hashes[i] as number) & 255) + 1;
+      starts[t] = (starts[t] as number) + 1;
     }
-    for (let t = 0; t < 256; t++) starts[t + 1] = (starts[t + 1] ?? 0) + (starts[t] ?? 0);
+    for (let t = 0; t < 256; t++) starts[t + 1] = (starts[t + 1] as number) + (starts[t] as number);
     const next = starts.slice(0, 256);
-    const { order } = this;
     for (let i = 0; i < count; i++) {
-      const t = (hashes[i] ?? 0) & 255;
-      const at = next[t] ?? 0;
+      const t = (hashes[i] as number) & 255;
+      const at = next[t] as number;
       order[at] = i;
       next[t] = at + 1;
     }
 
     let pos = this.pos;
     for (let t = 0; t < 256; t++) {
-      const first = starts[t] ?? 0;
-      const last = starts[t + 1] ?? 0;
+      const first = starts[t] as number;
+      const last = starts[t + 1] as number;
       const slots = (last - first) * 2;
-      out.writeUInt32LE(pos, t * 8);
-      out.writeUInt32LE(slots, t * 8 + 4);
+      view.setUint32(t * 8, pos, true);
+      view.setUint32(t * 8 + 4, slots, true);
+      table.fill(0, 0, slots * 2);
       for (let r = first; r < last; r++) {
-        const i = order[r] ?? 0;
-        const hash = hashes[i] ?? 0;
+        const i = order[r] as number;
+        const hash = hashes[i] as number;
         let slot = (hash >>> 8) % slots;
-        // A free slot's record position is 0 (Buffer.alloc): no record lives inside the TOC.
-        while (out.readUInt32LE(pos + slot * 8 + 4) !== 0) slot = (slot + 1) % slots;
-        out.writeUInt32LE(hash, pos + slot * 8);
-        out.writeUInt32LE(positions[i] ?? 0, pos + slot * 8 + 4);
+        // A free slot's record position is 0: no record lives inside the TOC.
+        while (table[slot * 2 + 1] !== 0) slot = (slot + 1) % slots;
+        table[slot * 2] = hash;
+        table[slot * 2 + 1] = positions[i] as number;
       }
+      for (let k = 0; k < slots * 2; k++) view.setUint32(pos + k * 4, table[k] as number, true);
       pos += slots * 8;
     }
-    return out.subarray(0, pos);
+    this.records.count = count;
+    return this.out.subarray(0, pos);
   }
 }
 
@@ -288,11 +350,11 @@ class CdbBuilder {
  * key or value.
  */
 export function cdbFromText(text: Uint8Array): Buffer {
-  return buildFromText(text);
+  return buildWhole(text, new CdbRecords(), new CdbWork());
 }
 
-function buildFromText(text: Uint8Array, scratch?: CdbScratch): Buffer {
-  const table = new CdbBuilder(countLines(text), text.length, scratch);
+function buildWhole(text: Uint8Array, into: CdbRecords, work: CdbWork): Buffer {
+  const table = new CdbBuilder(countLines(text), text.length, into, work);
   eachRecord(text, (keyStart, keyEnd, valueStart, valueEnd, fold) =>
     table.addBytes(text, keyStart, keyEnd, valueStart, valueEnd, fold),
   );
@@ -300,41 +362,112 @@ function buildFromText(text: Uint8Array, scratch?: CdbScratch): Buffer {
 }
 
 /**
- * The builder's memory, kept from one build to the next: a daemon rebuilds the whole table on
- * every grant (7 MB at 100,000 entries), and fresh buffers each time were garbage that stayed
- * until V8's next full collection.
+ * cdbFromText for a text made mostly of lines of the one `built` was made from (`made.reused`):
+ * the records of the lines copied are copied, only the other lines are read. Undefined when
+ * that cannot give postmap's bytes (a copied key is a repeat, which postmap leaves out).
+ * `built` has a record for every line of its text that has a key.
  */
-class CdbScratch {
-  out = Buffer.alloc(0);
-  hashes = new Uint32Array(0);
-  positions = new Uint32Array(0);
-  order = new Uint32Array(0);
-  index = new Uint32Array(0);
-  busy = false;
-
-  /** Room for a table of `size` bytes, `records` records and `slots` index slots. */
-  fit(size: number, records: number, slots: number): void {
-    // An eighth more than asked, so that a growing map does not reallocate on every grant.
-    const more = (n: number) => n + (n >>> 3);
-    if (this.out.length < size) this.out = Buffer.allocUnsafe(more(size));
-    if (this.hashes.length < records) {
-      this.hashes = new Uint32Array(more(records));
-      this.positions = new Uint32Array(more(records));
-      this.order = new Uint32Array(more(records));
-    }
-    if (this.index.length < slots) this.index = new Uint32Array(slots);
+function buildFromBuilt(
+  text: Uint8Array,
+  made: TextOrigin,
+  built: CdbRecords,
+  into: CdbRecords,
+  work: CdbWork,
+): Buffer | undefined {
+  const runs = made.reused?.runs ?? [];
+  // Records: at most the ones copied and one per line read.
+  let fresh = 0;
+  let at = 0;
+  for (let k = 0; k < runs.length; k += 3) {
+    fresh += countLines(text, at, runs[k + 2] as number);
+    at = (runs[k + 2] as number) + (runs[k + 1] as number) - (runs[k] as number);
   }
+  fresh += countLines(text, at, text.length);
+  const table = new CdbBuilder(built.count + fresh, text.length, into, work);
+  const read = (from: number, to: number) =>
+    eachRecord(
+      text,
+      (keyStart, keyEnd, valueStart, valueEnd, fold) =>
+        table.addBytes(text, keyStart, keyEnd, valueStart, valueEnd, fold),
+      from,
+      to,
+    );
+  at = 0;
+  for (let k = 0; k < runs.length; k += 3) {
+    const [from, to, place] = [runs[k] as number, runs[k + 1] as number, runs[k + 2] as number];
+    read(at, place);
+    // The records whose lines are in [from, to) of the earlier text: lines are in order.
+    const first = firstAtOrAfter(built.lines, built.count, from);
+    const last = firstAtOrAfter(built.lines, built.count, to);
+    if (!table.addBuilt(built, first, last, place - from)) return undefined;
+    at = place + to - from;
+  }
+  read(at, text.length);
+  return table.finish();
 }
 
-const scratch = new CdbScratch();
+/** The first of `count` ascending `values` that is at least `value` (count when none). */
+function firstAtOrAfter(values: Uint32Array, count: number, value: number): number {
+  let low = 0;
+  let high = count;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if ((values[mid] as number) < value) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
 
-/** Writes `path` (a new file in a private build directory) as postmap cdb:TEXT would. */
-export async function writeCdb(text: Uint8Array, path: string, mode: number): Promise<void> {
-  // Another build still writing its file from the scratch (two maps at once): build apart.
-  const own = scratch.busy ? undefined : scratch;
-  if (own) own.busy = true;
+/**
+ * Where a text came from, as MapTextMaker tells (src/maps/rerender.ts): its serial number and,
+ * when lines were copied from an earlier text, that text's serial and the byte runs copied, as
+ * triples (start in the earlier text, its end, start in this one).
+ */
+export interface TextOrigin {
+  serial: number;
+  reused?: { from: number; runs: readonly number[] };
+}
+
+/**
+ * The last table built, the memory for the next, and their work arrays; `busy` while a build
+ * uses them (two maps written at once: the second builds apart, from scratch).
+ */
+const memory = {
+  built: new CdbRecords(),
+  spare: new CdbRecords(),
+  work: new CdbWork(),
+  busy: false,
+};
+
+/**
+ * Writes `path` (a new file in a private build directory) as postmap cdb:TEXT would. With
+ * `made`, and the table built last from the text `made` copied its lines from, the records of
+ * those lines are copied from that table.
+ */
+export async function writeCdb(
+  text: Uint8Array,
+  path: string,
+  mode: number,
+  made?: TextOrigin,
+): Promise<void> {
+  const own = !memory.busy;
+  if (own) memory.busy = true;
   try {
-    const bytes = buildFromText(text, own);
+    let bytes: Buffer | undefined;
+    if (own) {
+      const { built, spare, work } = memory;
+      // Whatever happens below, `spare` is overwritten: it no longer holds a finished table.
+      spare.serial = 0;
+      // Every line of the earlier text has its record (no repeated key): they can be copied.
+      if (made?.reused && built.serial !== 0 && built.serial === made.reused.from && !built.dropped)
+        bytes = buildFromBuilt(text, made, built, spare, work);
+      bytes ??= buildWhole(text, spare, work);
+      spare.serial = made?.serial ?? 0;
+      memory.built = spare;
+      memory.spare = built;
+    } else {
+      bytes = cdbFromText(text);
+    }
     const handle = await open(path, "wx", mode);
     try {
       await handle.writeFile(bytes);
@@ -342,12 +475,18 @@ export async function writeCdb(text: Uint8Array, path: string, mode: number): Pr
       await handle.close();
     }
   } finally {
-    if (own) own.busy = false;
+    if (own) memory.busy = false;
   }
 }
 
-function countLines(text: Uint8Array): number {
-  let count = 1;
-  for (let at = text.indexOf(NEWLINE); at !== -1; at = text.indexOf(NEWLINE, at + 1)) count++;
-  return count;
+/** Lines in text[from, to): newlines, and one more for a last line without one. */
+function countLines(text: Uint8Array, from = 0, to = text.length): number {
+  let count = 0;
+  for (
+    let at = text.indexOf(NEWLINE, from);
+    at !== -1 && at < to;
+    at = text.indexOf(NEWLINE, at + 1)
+  )
+    count++;
+  return to > from && text[to - 1] !== NEWLINE ? count + 1 : count;
 }

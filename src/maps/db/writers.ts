@@ -4,9 +4,15 @@
  * and writes the database file a new path (in the private build directory) as the MTA's own
  * tool would.
  */
-import { writeCdb } from "./cdb.js";
+import { type TextOrigin, writeCdb } from "./cdb.js";
 
-export type DatabaseWriter = (text: Uint8Array, path: string, mode: number) => Promise<void>;
+/** `made`: where the text's lines came from, so that a writer can copy what it built from them. */
+export type DatabaseWriter = (
+  text: Uint8Array,
+  path: string,
+  mode: number,
+  made?: TextOrigin,
+) => Promise<void>;
 
 export const WRITERS = { cdb: writeCdb } as const satisfies Record<string, DatabaseWriter>;
 

@@ -346,7 +346,7 @@ export class RedisSpoolStore implements SpoolStore {
     return (await this.remove(ips)).length;
   }
 
-  async list(): Promise<SpoolEntry[]> {
+  async list(): Promise<readonly SpoolEntry[]> {
     if (this.state) return this.state.list();
     if (this.options.follow) return [];
     try {
