@@ -411,6 +411,9 @@ export async function measureDelay(options: DelayOptions): Promise<DelayResult> 
         await sleep(50);
         waited += 50;
       }
+      // The floor needs the daemon idle: a background login would make it write its map over
+      // the hand-made table under measurement.
+      clearInterval(background);
       if (postfix) {
         floor = await smtpdFloor(postfix.smtpPort, map, databaseType, loginAddress(0));
       }
