@@ -506,13 +506,15 @@ export class FileReader implements Reader {
           : `file ${this.path}: it was renamed or removed: finishing it (at byte ${cur.pos}), then waiting for a new one`,
       );
     }
-    // A rotated file written after this one (a second rotation while we were stopped, or while
-    // we finished this one): the writer has moved on; that one comes next, before the new file.
+    // Switch only once the writer has moved on: the new file has data, or a rotated file was
+    // written after this one (a second rotation while we were stopped, or while we finished
+    // this one). Until then the writer may still be appending to the old one (logrotate's
+    // postrotate has not signalled it yet). Which file comes next, openPath chooses.
     const done = await cur.fh.stat({ bigint: true });
-    const next = await nextRotated(this.directory, this.base, done, now?.ino);
-    // Switch only once the writer has moved on: until the new file has data, the writer may
-    // still be appending to the old one (logrotate's postrotate has not signalled it yet).
-    if (!next && (!now?.isFile() || now.size === 0n)) return;
+    const movedOn =
+      (now?.isFile() === true && now.size > 0n) ||
+      (await nextRotated(this.directory, this.base, done, now?.ino)) !== undefined;
+    if (!movedOn) return;
     if (await this.readAvailable(cur)) return;
     const last = cur.splitter.flush();
     if (last !== undefined) {
