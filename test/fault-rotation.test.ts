@@ -11,6 +11,7 @@ import {
   readdir,
   rename,
   truncate,
+  utimes,
   writeFile,
 } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -88,8 +89,8 @@ async function finish(name: string, setup: FaultSetup, writer: LoginWriter, log 
 
 /**
  * kill -9 at random instants during bursts of logins, with rename, dateext and copytruncate
- * rotations while the daemon runs (even trials) and while it is stopped (odd ones); then one
- * daemon catches up, and every login written must be granted.
+ * rotations while the daemon runs (even trials; half of them while it is stalled) and while it
+ * is stopped (odd ones); then one daemon catches up, and every login written must be granted.
  */
 async function killTrials(trials: number, label: string, sessionMax?: string): Promise<void> {
   const setup = await faultSetup(sessionMax ? { sessionMax } : {});
@@ -109,7 +110,7 @@ async function killTrials(trials: number, label: string, sessionMax?: string): P
     act(`rotate ${kind}`);
     return kind === "dateext" ? rotateDateext(setup.log) : rotateNumbered(setup.log, kind);
   };
-  const tally = { running: 0, stopped: 0 };
+  const tally = { running: 0, stalled: 0, stopped: 0 };
   let logs = "";
   for (let trial = 0; trial < trials; trial++) {
     const whileRunning = trial % 2 === 0;
@@ -118,8 +119,20 @@ async function killTrials(trials: number, label: string, sessionMax?: string): P
     const chunks = 4 + Math.floor(random() * 8);
     const killAt = Math.floor(random() * chunks);
     const rotateAt = Math.floor(random() * chunks);
+    // Half the rotations while running find the daemon stalled (SIGSTOP), as reads queued
+    // behind slow fsyncs leave it: from the chunk before the rotation to two chunks after it,
+    // so that lines it has not read are rotated away, and the new file grows, unseen.
+    const stalled = whileRunning && random() < 0.5;
     let killed = false;
     for (let c = 0; c < chunks; c++) {
+      if (stalled && c === Math.max(rotateAt - 1, 0)) {
+        act("stall");
+        daemon.child.kill("SIGSTOP");
+      }
+      if (stalled && c === rotateAt + 3 && !killed) {
+        act("resume");
+        daemon.child.kill("SIGCONT");
+      }
       if (whileRunning && c === rotateAt) await rotate(kind);
       if (c === killAt) {
         await sleep(random() * 30);
@@ -145,6 +158,7 @@ async function killTrials(trials: number, label: string, sessionMax?: string): P
       }
     }
     tally[whileRunning ? "running" : "stopped"]++;
+    if (stalled) tally.stalled++;
     logs += daemon.log();
   }
   const daemon = await runDaemon(setup);
@@ -161,7 +175,7 @@ async function killTrials(trials: number, label: string, sessionMax?: string): P
   }
   assertNoLoss(
     await count(
-      `kill -9, ${label}: ${trials} trials (${tally.running} rotating while running, ${tally.stopped} while stopped), ${files} log files`,
+      `kill -9, ${label}: ${trials} trials (${tally.running} rotating while running, ${tally.stalled} of them stalled, ${tally.stopped} while stopped), ${files} log files`,
       writer.written,
       setup.spool,
     ),
@@ -216,6 +230,29 @@ describe("fault injection: file rotation and kill -9", () => {
     await finish("copytruncate, kill -9, rename rotation", setup, writer, first.log());
   });
 
+  it("copytruncate while the daemon is stalled, its file regrown past the offset", async () => {
+    const setup = await faultSetup();
+    const writer = new LoginWriter(() => setup.log);
+    await writer.write(20);
+    const daemon = await runDaemon(setup);
+    await settle(writer.written, setup.spool);
+    // A reader that cannot look for a while (its reads queued behind slow fsyncs): the file
+    // it follows is copied and truncated, then written past the old offset, before it reads.
+    daemon.child.kill("SIGSTOP");
+    await writer.write(5); // only in the copy, after the offset
+    await rotateNumbered(setup.log, "copytruncate");
+    await writer.write(30); // longer than the copied part: the size shows no truncation
+    daemon.child.kill("SIGCONT");
+    await settle(writer.written, setup.spool);
+    await daemon.stop();
+    const counts = await count(
+      "copytruncate and regrowth while stalled",
+      writer.written,
+      setup.spool,
+    );
+    assertNoLoss(counts, daemon.log());
+  });
+
   it("copytruncate while stopped: the lines after the saved offset are read from the copy", async () => {
     const { setup, writer } = await ranOnce(10);
     await writer.write(10);
@@ -230,6 +267,18 @@ describe("fault injection: file rotation and kill -9", () => {
     await rotateNumbered(setup.log, "copytruncate");
     await writer.write(2);
     await finish("copytruncate while stopped at offset 0", setup, writer);
+  });
+
+  it("copytruncate at offset 0, the position written only after the copy (a slow fsync)", async () => {
+    const { setup, writer } = await ranOnce(0);
+    await writer.write(5); // only in the copy after the rotation
+    await rotateNumbered(setup.log, "copytruncate");
+    await writer.write(2);
+    // The position "this file, from byte 0" was taken before the copy, but its write (behind
+    // the batch before it, and its fsync) ended after it: the state file is the newer.
+    const later = new Date(Date.now() + 2000);
+    await utimes(join(setup.state, "dovecot.position"), later, later);
+    await finish("copytruncate at offset 0, position written after the copy", setup, writer);
   });
 
   it("copytruncate, then a rename rotation, while stopped at offset 0", async () => {

@@ -19,6 +19,12 @@ export interface FilePosition {
   offset: number;
   /** sha256 (hex) of the first line, up to HASH_BYTES bytes, without its newline. */
   firstLineHash: string;
+  /**
+   * When the position was taken (ms since the epoch): nothing after `offset` had been read
+   * then, so a rotated file written since may hold lines not read yet. Absent from state files
+   * written before it existed; the state file's own time stands in for it then.
+   */
+  takenAtMs?: number;
 }
 
 /** O_NONBLOCK: opening a FIFO put where the log should be must not hang a thread. */
@@ -114,7 +120,7 @@ export async function loadPosition(stateFile: string): Promise<FilePosition | un
   }
   try {
     const data = JSON.parse(text) as Record<string, unknown>;
-    const { path, inode, offset, firstLineHash } = data;
+    const { path, inode, offset, firstLineHash, takenAtMs } = data;
     const inodeText = typeof inode === "number" ? String(inode) : inode;
     if (
       typeof path !== "string" ||
@@ -123,10 +129,14 @@ export async function loadPosition(stateFile: string): Promise<FilePosition | un
       typeof offset !== "number" ||
       !Number.isSafeInteger(offset) ||
       offset < 0 ||
-      typeof firstLineHash !== "string"
+      typeof firstLineHash !== "string" ||
+      (takenAtMs !== undefined &&
+        (typeof takenAtMs !== "number" || !Number.isSafeInteger(takenAtMs) || takenAtMs < 0))
     )
       return new Error("not a file reader position");
-    return { path, inode: inodeText, offset, firstLineHash };
+    const position: FilePosition = { path, inode: inodeText, offset, firstLineHash };
+    if (takenAtMs !== undefined) position.takenAtMs = takenAtMs;
+    return position;
   } catch (error) {
     return error instanceof Error ? error : new Error(String(error));
   }

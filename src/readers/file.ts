@@ -22,6 +22,7 @@ import {
   findCopy,
   firstLineHash,
   formatPosition,
+  hashFirstLine,
   isMissing,
   loadPosition,
   nextRotated,
@@ -83,6 +84,8 @@ const READ_BYTES = 256 * 1024;
 /** A batch the sink refused is offered again after this long, doubling up to the maximum. */
 const SINK_RETRY_FIRST_MS = 500;
 const SINK_RETRY_MAX_MS = 30_000;
+/** How far a position's time is moved back before files' times are compared with it. */
+const TAKEN_MARGIN_MS = 1000;
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -246,6 +249,7 @@ export class FileReader implements Reader {
       inode: String(st?.isFile() ? st.ino : 0n),
       offset: 0,
       firstLineHash: "",
+      takenAtMs: Date.now(),
     };
     await this.persist();
   }
@@ -288,14 +292,14 @@ export class FileReader implements Reader {
     // Both, and every file written since, are read from byte 0 in the order written.
     if (
       saved.offset === 0 &&
-      (await this.resumeUnsaved(live, inode, "nothing of the saved file was read yet"))
+      (await this.resumeUnsaved(saved, live, "nothing of the saved file was read yet"))
     )
       return true;
     if (live === inode) return false;
     const rotated = await openFound(() => findByInode(this.directory, inode, this.base));
     if (rotated && (await this.openRotated(rotated, saved))) return true;
     if (await this.resumeFromCopy(saved, live)) return true;
-    if (await this.resumeUnsaved(live, inode, "the file of the saved position is gone"))
+    if (await this.resumeUnsaved(saved, live, "the file of the saved position is gone"))
       return true;
     this.log.info(
       saved.inode === "0"
@@ -351,28 +355,40 @@ export class FileReader implements Reader {
 
   /**
    * The saved file is gone (deleted, or compressed by a later rotation), or nothing of it was
-   * read: every rotated file written since the position was saved, and the saved file itself
-   * (inode `saved`), may hold lines not read yet. The oldest of them is read from byte 0 (what
-   * was read before is granted again, which changes nothing), then the chain on to the
-   * followed file.
+   * read: every rotated file written since the position was taken, and the saved file itself,
+   * may hold lines not read yet. The oldest of them is read from byte 0 (what was read before
+   * is granted again, which changes nothing), then the chain on to the followed file.
    */
   private async resumeUnsaved(
+    saved: FilePosition,
     live: bigint | undefined,
-    saved: bigint,
     why: string,
   ): Promise<boolean> {
-    let savedAt: bigint;
-    try {
-      savedAt = (await lstat(this.stateFile, { bigint: true })).mtimeNs;
-    } catch {
-      return false;
-    }
+    const since = await this.takenAt(saved);
+    if (since === undefined) return false;
+    const inode = BigInt(saved.inode);
     const next = await openFound(async () =>
       (await rotatedSiblings(this.directory, this.base)).find(
-        (s) => s.ino !== live && (s.mtimeNs >= savedAt || s.ino === saved),
+        (s) => s.ino !== live && (s.mtimeNs >= since || s.ino === inode),
       ),
     );
     return next ? this.openChained(next, why) : false;
+  }
+
+  /**
+   * When `saved` was taken, in file time (ns), less a margin. The state file's own time is
+   * later: its write waits for the batch before it and for its fsync, and a copy made in
+   * between (copytruncate) would be left out. Files' times come from a coarser clock than
+   * Date.now(), hence the margin; its cost is at most a file granted twice.
+   */
+  private async takenAt(saved: FilePosition): Promise<bigint | undefined> {
+    const written = await lstat(this.stateFile, { bigint: true }).then(
+      (st) => st.mtimeNs,
+      () => undefined,
+    );
+    if (saved.takenAtMs === undefined) return written;
+    const taken = BigInt(saved.takenAtMs - TAKEN_MARGIN_MS) * 1_000_000n;
+    return written !== undefined && written < taken ? written : taken;
   }
 
   /** Reads an opened rotated file from byte 0, to its end, before what comes after it. */
@@ -389,7 +405,13 @@ export class FileReader implements Reader {
    * only once every line queued before it is durable.
    */
   private markStart(cur: Cursor): void {
-    this.mark = { path: this.path, inode: String(cur.ino), offset: 0, firstLineHash: "" };
+    this.mark = {
+      path: this.path,
+      inode: String(cur.ino),
+      offset: 0,
+      firstLineHash: "",
+      takenAtMs: Date.now(),
+    };
     this.deliver();
   }
 
@@ -460,14 +482,11 @@ export class FileReader implements Reader {
       if (!this.cur) return;
     }
     const cur = this.cur;
-    // On the slow timer: was the file truncated and rewritten past our offset since the last
-    // look? Its size cannot tell, its first line can; checked before reading what is new.
+    // On the slow timer: was the file truncated and rewritten to just our offset since the last
+    // look? Nothing is there to read, so readAvailable's check cannot tell; its first line can.
     if (this.verifyHead) {
       this.verifyHead = false;
-      if (!cur.gone && cur.hash !== undefined && (await firstLineHash(cur.fh)).hash !== cur.hash) {
-        await this.truncated(cur, "was truncated and rewritten (its first line changed)");
-        return;
-      }
+      if (await this.headChanged(cur)) return;
     }
     if (await this.readAvailable(cur)) return;
 
@@ -614,13 +633,22 @@ export class FileReader implements Reader {
         if (!cur.gone) this.caughtUp = true;
         return false;
       }
+      // Checked after the read: bytes read from a file that copytruncate emptied and its writer
+      // filled past our offset before we looked (a stalled reader) are not ours to deliver.
+      if (await this.headChanged(cur)) return true;
+      const from = cur.pos;
       cur.pos += bytesRead;
       const dropped = cur.splitter.dropped;
       const lines = cur.splitter.push(this.buffer.subarray(0, bytesRead));
       this.reportDropped(cur, dropped);
       if (lines.length > 0) {
         if (cur.hash === undefined) {
-          const head = await firstLineHash(cur.fh);
+          // From the bytes just read, where they start the file: read again, the first line
+          // could already be a later file's (copytruncate in between), and would vouch for it.
+          const head =
+            from === 0
+              ? hashFirstLine(this.buffer.subarray(0, bytesRead))
+              : await firstLineHash(cur.fh);
           if (head.final) cur.hash = head.hash;
         }
         this.enqueue(cur, lines);
@@ -628,6 +656,18 @@ export class FileReader implements Reader {
       // A short read is the end of the file; a write after it brings another watch event.
       if (bytesRead < READ_BYTES) return false;
     }
+  }
+
+  /**
+   * Whether the followed file now starts with another first line than the one we read: it was
+   * truncated and rewritten (copytruncate), which its size alone cannot show once it has grown
+   * past our offset again. Then hands over to truncated(), which finishes the copy first.
+   */
+  private async headChanged(cur: Cursor): Promise<boolean> {
+    if (cur.gone || cur.hash === undefined || cur.pos === 0) return false;
+    if ((await firstLineHash(cur.fh)).hash === cur.hash) return false;
+    await this.truncated(cur, "was truncated and rewritten (its first line changed)");
+    return true;
   }
 
   private enqueue(cur: Cursor, lines: string[]): void {
@@ -643,6 +683,7 @@ export class FileReader implements Reader {
       inode: String(cur.ino),
       offset: cur.pos - cur.splitter.pendingBytes,
       firstLineHash: cur.hash ?? "",
+      takenAtMs: Date.now(),
     };
     this.deliver();
   }
