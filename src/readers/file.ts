@@ -482,8 +482,9 @@ export class FileReader implements Reader {
       if (!this.cur) return;
     }
     const cur = this.cur;
-    // On the slow timer: was the file truncated and rewritten to just our offset since the last
-    // look? Nothing is there to read, so readAvailable's check cannot tell; its first line can.
+    // On the slow timer: was the file truncated and rewritten to exactly our offset since the
+    // last look? Nothing is there to read, so readAvailable's check cannot tell; its first line
+    // can.
     if (this.verifyHead) {
       this.verifyHead = false;
       if (await this.headChanged(cur)) return;
