@@ -20,7 +20,7 @@ import { describe, it, type TestContext } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { memoryLogger } from "../src/log.js";
 import { FileReader, type FileReaderOptions } from "../src/readers/file.js";
-import { openFound, rotatedSiblings } from "../src/readers/file-state.js";
+import { loadPosition, openFound, rotatedSiblings } from "../src/readers/file-state.js";
 import type { EntrySink } from "../src/readers/types.js";
 import { ROOT, scratch } from "./helpers.js";
 
@@ -744,5 +744,27 @@ describe("rotatedSiblings", () => {
     const order = (await rotatedSiblings(dir, "mail.log")).map((s) => s.suffix);
     const born = (await stat(`${log}.1`, { bigint: true })).birthtimeNs > 0n;
     assert.deepEqual(order, born ? [".1", "-20261206"] : ["-20261206", ".1"]);
+  });
+});
+
+describe("loadPosition", () => {
+  const position = { path: "/var/log/mail.log", inode: "12", offset: 40, firstLineHash: "ab" };
+  const load = async (content: unknown) => {
+    const file = join(await scratch("poprelay-file-position-"), "p.json");
+    await writeFile(file, JSON.stringify(content));
+    return loadPosition(file);
+  };
+
+  it("reads a position with the time it was taken, and one saved before that existed", async () => {
+    assert.deepEqual(await load({ ...position, takenAtMs: 1_765_000_000_000 }), {
+      ...position,
+      takenAtMs: 1_765_000_000_000,
+    });
+    assert.deepEqual(await load(position), position);
+  });
+
+  it("refuses a time that is not a whole number of milliseconds", async () => {
+    for (const takenAtMs of ["1765000000000", -1, 1.5, null])
+      assert.ok((await load({ ...position, takenAtMs })) instanceof Error, String(takenAtMs));
   });
 });
