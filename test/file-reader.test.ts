@@ -745,6 +745,21 @@ describe("rotatedSiblings", () => {
     const born = (await stat(`${log}.1`, { bigint: true })).birthtimeNs > 0n;
     assert.deepEqual(order, born ? [".1", "-20261206"] : ["-20261206", ".1"]);
   });
+
+  it("orders a copytruncate copy before the file it copied, born earlier, in the same tick", async () => {
+    const dir = await scratch("poprelay-file-order-");
+    const log = join(dir, "mail.log");
+    // The live file (born first) was copied to .1, truncated, written, then rotated by rename:
+    // the copy is .2 now, and holds the older lines.
+    await writeFile(`${log}.1`, "after the copy\n");
+    await delay(5);
+    await writeFile(`${log}.2`, "before the copy\n");
+    const tick = new Date("2026-12-06T12:00:00Z");
+    await utimes(`${log}.1`, tick, tick);
+    await utimes(`${log}.2`, tick, tick);
+    const order = (await rotatedSiblings(dir, "mail.log")).map((s) => s.suffix);
+    assert.deepEqual(order, [".2", ".1"]);
+  });
 });
 
 describe("loadPosition", () => {

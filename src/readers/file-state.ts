@@ -223,16 +223,19 @@ const NUMBERED = /^\.(\d{1,6})$/;
 
 /**
  * By the last write; files written within one clock tick (file times are as coarse as the
- * kernel's tick) by their birth (a rotated file is born before the next one), else by their
- * names: `.2` before `.1`, `-20261123` before `-20261124`.
+ * kernel's tick) by their names where both follow one scheme (`.2` before `.1`, `-20261123`
+ * before `-20261124`): a copytruncate copy is born after the file it copied, yet holds the
+ * older lines. Across schemes (numbered and dateext), by their birth: a file rotated by
+ * rename is born before the next one.
  */
 function olderFirst(a: Rotated, b: Rotated): number {
   if (a.mtimeNs !== b.mtimeNs) return a.mtimeNs < b.mtimeNs ? -1 : 1;
-  if (a.birthtimeNs > 0n && b.birthtimeNs > 0n && a.birthtimeNs !== b.birthtimeNs)
-    return a.birthtimeNs < b.birthtimeNs ? -1 : 1;
   const na = NUMBERED.exec(a.suffix);
   const nb = NUMBERED.exec(b.suffix);
   if (na && nb) return Number(nb[1]) - Number(na[1]);
+  const oneScheme = !na && !nb && a.suffix.charAt(0) === b.suffix.charAt(0);
+  if (!oneScheme && a.birthtimeNs > 0n && b.birthtimeNs > 0n && a.birthtimeNs !== b.birthtimeNs)
+    return a.birthtimeNs < b.birthtimeNs ? -1 : 1;
   return a.suffix < b.suffix ? -1 : a.suffix > b.suffix ? 1 : 0;
 }
 
