@@ -1,6 +1,6 @@
 /** The file reader's saved position, and the file identity checks used to resume from it. */
 import { createHash } from "node:crypto";
-import type { BigIntStats } from "node:fs";
+import type { BigIntStats, Dirent } from "node:fs";
 import { constants } from "node:fs";
 import { type FileHandle, lstat, open, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -162,7 +162,7 @@ export async function findByInode(
   inode: bigint,
   except: string,
 ): Promise<Found | undefined> {
-  const entries = await readdir(directory, { withFileTypes: true });
+  const entries = await listDirectory(directory);
   for (const entry of entries) {
     if (entry.name === except || entry.isDirectory() || COMPRESSED.test(entry.name)) continue;
     const path = join(directory, entry.name);
@@ -174,6 +174,16 @@ export async function findByInode(
     }
   }
   return undefined;
+}
+
+/** The directory's entries; none where it does not exist (yet). */
+async function listDirectory(directory: string): Promise<Dirent[]> {
+  try {
+    return await readdir(directory, { withFileTypes: true });
+  } catch (error) {
+    if (isMissing(error)) return [];
+    throw error;
+  }
 }
 
 /** A rotated sibling of the followed file: `mail.log.1`, `mail.log-20261124`, ... */
@@ -192,7 +202,7 @@ export interface Rotated extends Found {
  * the reader does not decompress (README: the covered layouts).
  */
 export async function rotatedSiblings(directory: string, base: string): Promise<Rotated[]> {
-  const entries = await readdir(directory, { withFileTypes: true });
+  const entries = await listDirectory(directory);
   const found: Rotated[] = [];
   for (const entry of entries) {
     const name = entry.name;
@@ -252,7 +262,9 @@ export async function nextRotated(
   const siblings = await rotatedSiblings(directory, base);
   // Where the finished file stands among them now (it may have been renamed again meanwhile).
   const at = siblings.findIndex((s) => s.ino === after.ino);
-  return siblings.find((s, i) => s.ino !== live && (at >= 0 ? i > at : s.mtimeNs > after.mtimeNs));
+  // Gone from the listing (deleted, compressed): every file last written since it, including
+  // in its last clock tick, may come after it (one read twice is granted twice, nothing more).
+  return siblings.find((s, i) => s.ino !== live && (at >= 0 ? i > at : s.mtimeNs >= after.mtimeNs));
 }
 
 /**

@@ -111,8 +111,8 @@ export class FileReader implements Reader {
   private saved: FilePosition | undefined;
   /** The rotated file last finished: files rotated after it are read before `path`'s. */
   private chainAfter: { ino: bigint; mtimeNs: bigint; why: string } | undefined;
-  /** A file has been opened at `path` before (not the first start's first file). */
-  private started = false;
+  /** There was no saved position: the first one was taken at start (saveFirstPosition). */
+  private firstStart = false;
   /** `path` did not exist at the last look. */
   private missing = false;
 
@@ -251,6 +251,10 @@ export class FileReader implements Reader {
       firstLineHash: "",
       takenAtMs: Date.now(),
     };
+    // Judged like a saved one: a rotation before the first open moves that file away, and it
+    // is read first (openBefore).
+    this.saved = this.acked;
+    this.firstStart = true;
     await this.persist();
   }
 
@@ -354,22 +358,24 @@ export class FileReader implements Reader {
   }
 
   /**
-   * The saved file is gone (deleted, or compressed by a later rotation), or nothing of it was
-   * read: every rotated file written since the position was taken, and the saved file itself,
-   * may hold lines not read yet. The oldest of them is read from byte 0 (what was read before
-   * is granted again, which changes nothing), then the chain on to the followed file.
+   * Nothing of the saved file was read: it, and every rotated file written since the position
+   * was taken (copies of it), may hold lines not read yet. Or the saved file is gone (deleted,
+   * or compressed, by later rotations): every rotated file left is newer, so none was read.
+   * The oldest of them is read from byte 0 (what was read before is granted again, which
+   * changes nothing), then the chain on to the followed file.
    */
   private async resumeUnsaved(
     saved: FilePosition,
     live: bigint | undefined,
     why: string,
   ): Promise<boolean> {
-    const since = await this.takenAt(saved);
+    const since = saved.offset === 0 ? await this.takenAt(saved) : 0n;
     if (since === undefined) return false;
     const inode = BigInt(saved.inode);
     const next = await openFound(async () =>
       (await rotatedSiblings(this.directory, this.base)).find(
-        (s) => s.ino !== live && (s.mtimeNs >= since || s.ino === inode),
+        (s) =>
+          s.ino !== live && s.path !== this.stateFile && (s.mtimeNs >= since || s.ino === inode),
       ),
     );
     return next ? this.openChained(next, why) : false;
@@ -573,7 +579,6 @@ export class FileReader implements Reader {
       const st = await fh?.stat({ bigint: true });
       if (st && !st.isFile()) throw new Error(`${this.path} is not a regular file`);
       if (await this.openBefore(st?.ino)) {
-        this.started = true;
         await fh?.close().catch(() => undefined);
         return;
       }
@@ -585,7 +590,9 @@ export class FileReader implements Reader {
       const saved = this.saved;
       this.saved = undefined;
       let offset = 0;
-      if (saved) {
+      if (saved && this.firstStart && saved.inode === String(st.ino)) {
+        this.log.info(`file ${this.path}: no saved position: reading it from byte 0`);
+      } else if (saved) {
         const verdict = saved.inode === String(st.ino) ? await this.judge(fh, st.size, saved) : "";
         if (verdict === undefined) offset = saved.offset;
         else if (await this.resumeFromCopy(saved, st.ino)) {
@@ -597,10 +604,8 @@ export class FileReader implements Reader {
           );
       } else if (this.missing) {
         this.log.notice(`file ${this.path}: it appeared: reading it from byte 0`);
-      } else if (!this.started) {
-        this.log.info(`file ${this.path}: no saved position: reading it from byte 0`);
       }
-      this.started = true;
+      this.firstStart = false;
       this.missing = false;
       this.throughLink = await lstat(this.path).then(
         (link) => link.isSymbolicLink(),
