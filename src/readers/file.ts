@@ -78,6 +78,16 @@ interface Cursor {
   hash: string | undefined;
   /** The followed path no longer names this file: read it to its end, then switch. */
   gone: boolean;
+  /**
+   * This is a copytruncate copy: the inode of the file it was copied from, whose lines after
+   * the truncation come next, from byte 0, wherever a rotation has put it since.
+   */
+  source?: bigint;
+  /**
+   * Followed from byte 0, nothing read yet: the rotated files there were before it was opened.
+   * One more at the first read is a copy made meanwhile (copytruncate), with lines before ours.
+   */
+  rotatedBefore?: Set<bigint>;
 }
 
 const READ_BYTES = 256 * 1024;
@@ -110,7 +120,9 @@ export class FileReader implements Reader {
   /** The saved position, until the first file opened at `path` has been judged against it. */
   private saved: FilePosition | undefined;
   /** The rotated file last finished: files rotated after it are read before `path`'s. */
-  private chainAfter: { ino: bigint; mtimeNs: bigint; why: string } | undefined;
+  private chainAfter:
+    | { ino: bigint; mtimeNs: bigint; why: string; source: bigint | undefined }
+    | undefined;
   /** There was no saved position: the first one was taken at start (saveFirstPosition). */
   private firstStart = false;
   /** `path` did not exist at the last look. */
@@ -181,11 +193,14 @@ export class FileReader implements Reader {
     // Watch before the first look, so that nothing happening in between goes unnoticed.
     await this.ensureWatcher();
     this.arm();
-    await this.loadSaved();
-    if (!this.acked) await this.saveFirstPosition();
     // The first file is chosen before start() returns, so that the status says what is read;
-    // as a step of the pump, so that a watch event meanwhile waits for it.
-    this.pumping = this.attempt(() => this.openPath()).finally(() => {
+    // as a step of the pump, so that a watch event or a tick meanwhile waits for it (or it
+    // would open a second cursor).
+    this.pumping = (async () => {
+      await this.loadSaved();
+      if (!this.acked) await this.saveFirstPosition();
+      await this.attempt(() => this.openPath());
+    })().finally(() => {
       this.pumping = undefined;
     });
     await this.pumping;
@@ -276,7 +291,14 @@ export class FileReader implements Reader {
     }
     const after = this.chainAfter;
     if (!after) return false;
-    const next = await openFound(() => nextRotated(this.directory, this.base, after, live));
+    // After a copy, the file it was copied from: its times cannot tell (the copy is born
+    // after it, and both may be last written in one clock tick).
+    const source = after.source;
+    const next =
+      (source !== undefined &&
+        source !== live &&
+        (await openFound(() => findByInode(this.directory, source, this.base)))) ||
+      (await openFound(() => nextRotated(this.directory, this.base, after, live)));
     if (next) {
       this.chainAfter = undefined;
       return this.openChained(next, after.why);
@@ -351,6 +373,7 @@ export class FileReader implements Reader {
     this.cur = this.cursor(copy.fh, copy.st.dev, copy.st.ino, copy.found.path, saved.offset);
     this.cur.hash = saved.firstLineHash;
     this.cur.gone = true;
+    this.cur.source = BigInt(saved.inode);
     this.log.notice(
       `file ${this.path}: it was copied and truncated (copytruncate): finishing the copy ${copy.found.path} from byte ${saved.offset} first`,
     );
@@ -497,13 +520,11 @@ export class FileReader implements Reader {
     }
     if (await this.readAvailable(cur)) return;
 
-    // At the end of what is there. Was the file truncated (copytruncate)?
-    if (!cur.gone) {
-      const st = await cur.fh.stat({ bigint: true });
-      if (st.size < BigInt(cur.pos)) {
-        await this.truncated(cur, `was truncated (${st.size} bytes, we were at byte ${cur.pos})`);
-        return;
-      }
+    // At the end of what is there. Was the file truncated (copytruncate), perhaps then rotated?
+    const size = (await cur.fh.stat({ bigint: true })).size;
+    if (size < BigInt(cur.pos)) {
+      await this.truncated(cur, `was truncated (${size} bytes, we were at byte ${cur.pos})`);
+      return;
     }
 
     // Does the path still name this file?
@@ -541,7 +562,8 @@ export class FileReader implements Reader {
       (now?.isFile() === true && now.size > 0n) ||
       (await nextRotated(this.directory, this.base, done, now?.ino)) !== undefined;
     if (!movedOn) return;
-    if (await this.readAvailable(cur)) return;
+    // Last chance to tell a truncation that left it exactly as long as our offset.
+    if ((await this.headChanged(cur)) || (await this.readAvailable(cur))) return;
     const last = cur.splitter.flush();
     if (last !== undefined) {
       // The old file's final partial line: it will never be completed now.
@@ -559,6 +581,7 @@ export class FileReader implements Reader {
       ino: done.ino,
       mtimeNs: done.mtimeNs,
       why: `finished ${old} at byte ${cur.pos}`,
+      source: cur.source,
     };
     await this.openPath();
   }
@@ -569,6 +592,7 @@ export class FileReader implements Reader {
    * directory is listed, so that a rotation in between shows in the listing.
    */
   private async openPath(): Promise<void> {
+    const rotatedBefore = await this.rotatedInodes();
     let fh: FileHandle | undefined;
     try {
       fh = await openForReading(this.path);
@@ -615,7 +639,10 @@ export class FileReader implements Reader {
       if (saved && offset > 0) this.cur.hash = saved.firstLineHash;
       // Saved before any line of it is read (once all before it is durable): killed then, a
       // reader restarted after a rotation knows this file, and finishes the lines left in it.
-      if (offset === 0) this.markStart(this.cur);
+      if (offset === 0) {
+        this.cur.rotatedBefore = rotatedBefore;
+        this.markStart(this.cur);
+      }
       if (offset > 0) this.log.info(`file ${this.path}: resuming at byte ${offset}`);
     } catch (error) {
       await fh?.close().catch(() => undefined);
@@ -641,7 +668,7 @@ export class FileReader implements Reader {
       }
       // Checked after the read: bytes read from a file that copytruncate emptied and its writer
       // filled past our offset before we looked (a stalled reader) are not ours to deliver.
-      if (await this.headChanged(cur)) return true;
+      if ((await this.headChanged(cur)) || (await this.copiedBeforeRead(cur))) return true;
       const from = cur.pos;
       cur.pos += bytesRead;
       const dropped = cur.splitter.dropped;
@@ -670,7 +697,7 @@ export class FileReader implements Reader {
    * past our offset again. Then hands over to truncated(), which finishes the copy first.
    */
   private async headChanged(cur: Cursor): Promise<boolean> {
-    if (cur.gone || cur.hash === undefined || cur.pos === 0) return false;
+    if (cur.hash === undefined || cur.pos === 0) return false;
     if ((await firstLineHash(cur.fh)).hash === cur.hash) return false;
     await this.truncated(cur, "was truncated and rewritten (its first line changed)");
     return true;
@@ -714,6 +741,7 @@ export class FileReader implements Reader {
         ino: copy.st.ino,
         name: copy.found.path,
         gone: true,
+        source: cur.ino,
       };
       await cur.fh.close().catch(() => undefined);
       this.log.notice(
@@ -725,7 +753,40 @@ export class FileReader implements Reader {
     cur.pos = 0;
     cur.hash = undefined;
     cur.splitter.reset();
+    cur.rotatedBefore = await this.rotatedInodes();
     this.markStart(cur);
+  }
+
+  private async rotatedInodes(): Promise<Set<bigint>> {
+    return new Set((await rotatedSiblings(this.directory, this.base)).map((s) => s.ino));
+  }
+
+  /**
+   * At the first read of a file followed from byte 0: was it copied and truncated since it was
+   * opened? Its size and first line cannot tell, as nothing of it was read. A rotated file that
+   * was not there at the open (nor is this one renamed) is that copy: it is read first, from
+   * byte 0, then this file (a file copied by hand is read twice, which grants nothing new).
+   */
+  private async copiedBeforeRead(cur: Cursor): Promise<boolean> {
+    const before = cur.rotatedBefore;
+    cur.rotatedBefore = undefined;
+    if (!before || cur.gone) return false;
+    const copy = await openFound(async () =>
+      (await rotatedSiblings(this.directory, this.base)).find(
+        (s) => s.ino !== cur.ino && !before.has(s.ino),
+      ),
+    );
+    if (!copy) return false;
+    this.wanted = true;
+    await cur.fh.close().catch(() => undefined);
+    this.cur = this.cursor(copy.fh, copy.st.dev, copy.st.ino, copy.found.path, 0);
+    this.cur.gone = true;
+    this.cur.source = cur.ino;
+    this.markStart(this.cur);
+    this.log.notice(
+      `file ${this.path}: it was copied and truncated before it was read: reading the copy ${copy.found.path} from byte 0 first`,
+    );
+    return true;
   }
 
   private reportDropped(cur: Cursor, before: number): void {
