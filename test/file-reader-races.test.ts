@@ -289,4 +289,56 @@ describe("FileReader: rotations at the worst instant", () => {
     appendFileSync(path, "d2\n");
     await assertDelivered([one.sink], ["a1", "c1", "d1"], "d2");
   });
+
+  it("two rename rotations before the first read of a file: the newer file is no copy of it", async (t) => {
+    const { path, run, assertDelivered } = await setup(t, { statIntervalMs: 60_000 });
+    writeFileSync(path, "a1\na2\n");
+    // Stalled between opening A at byte 0 and its first read: two rename rotations. B is new
+    // in the listing, but A left `path`: B came after it, and was no copy to read first.
+    before(t, "lstat", path, () => {
+      renameSync(path, `${path}.1`);
+      writeFileSync(path, "b1\n");
+      renameSync(`${path}.1`, `${path}.2`);
+      renameSync(path, `${path}.1`);
+      writeFileSync(path, "c1\n");
+    });
+    const one = await run();
+    await until(
+      () => one.sink.lines.includes("c1"),
+      () => JSON.stringify(one.sink.lines),
+    );
+    await delay(200);
+    await one.reader.stop();
+    assert.deepEqual(one.sink.lines, ["a1", "a2", "b1", "c1"]);
+    appendFileSync(path, "c2\n");
+    await assertDelivered([one.sink], ["a1", "a2", "b1", "c1"], "c2");
+  });
+
+  it("a missing file created and copytruncated right before the reader lists the directory", async (t) => {
+    const { path, run, assertDelivered } = await setup(t);
+    const one = await run(); // path missing: waiting for it
+    // The file appears, is copied and truncated, and written again, right before the reader
+    // lists the directory on a later look (if it does; else a moment later). The copy is in
+    // that listing: only the one from when the file went missing tells that it is new.
+    let appeared = false;
+    const appear = () => {
+      if (appeared) return;
+      appeared = true;
+      writeFileSync(path, "m1 only in the copy\n");
+      copyFileSync(path, `${path}.1`);
+      truncateSync(path, 0);
+      appendFileSync(path, "m2\n");
+    };
+    before(t, "readdir", dirname(path), appear);
+    await delay(500); // more than two stat intervals
+    appear();
+    await until(
+      () => one.sink.lines.includes("m2"),
+      () => JSON.stringify(one.sink.lines),
+    );
+    await delay(200);
+    await one.reader.stop();
+    appendFileSync(path, "m3\n");
+    await assertDelivered([one.sink], ["m1 only in the copy", "m2"], "m3");
+  });
 });

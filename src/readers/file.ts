@@ -127,6 +127,8 @@ export class FileReader implements Reader {
   private firstStart = false;
   /** `path` did not exist at the last look. */
   private missing = false;
+  /** The rotated files there were when `path` was first found missing (see rotatedBefore). */
+  private rotatedWhileMissing: Set<bigint> | undefined;
 
   private queue: LogEntry[] = [];
   /** Every queued line was read while following the file (see EntrySink). */
@@ -592,7 +594,9 @@ export class FileReader implements Reader {
    * directory is listed, so that a rotation in between shows in the listing.
    */
   private async openPath(): Promise<void> {
-    const rotatedBefore = await this.rotatedInodes();
+    // While `path` is missing, the listing from when it went missing: a file created and
+    // copied meanwhile would otherwise be in a later listing, and its copy never read.
+    const rotatedBefore = this.rotatedWhileMissing ?? (await this.rotatedInodes());
     let fh: FileHandle | undefined;
     try {
       fh = await openForReading(this.path);
@@ -609,6 +613,7 @@ export class FileReader implements Reader {
       if (!fh || !st) {
         if (!this.missing) this.log.info(`file ${this.path}: waiting for it to appear`);
         this.missing = true;
+        this.rotatedWhileMissing = rotatedBefore;
         return;
       }
       const saved = this.saved;
@@ -631,6 +636,7 @@ export class FileReader implements Reader {
       }
       this.firstStart = false;
       this.missing = false;
+      this.rotatedWhileMissing = undefined;
       this.throughLink = await lstat(this.path).then(
         (link) => link.isSymbolicLink(),
         () => false,
@@ -764,8 +770,9 @@ export class FileReader implements Reader {
   /**
    * At the first read of a file followed from byte 0: was it copied and truncated since it was
    * opened? Its size and first line cannot tell, as nothing of it was read. A rotated file that
-   * was not there at the open (nor is this one renamed) is that copy: it is read first, from
-   * byte 0, then this file (a file copied by hand is read twice, which grants nothing new).
+   * was not there at the open, while this one is still at `path`, is that copy: it is read
+   * first, from byte 0, then this file (a file copied by hand is read twice, which grants
+   * nothing new).
    */
   private async copiedBeforeRead(cur: Cursor): Promise<boolean> {
     const before = cur.rotatedBefore;
@@ -773,10 +780,14 @@ export class FileReader implements Reader {
     if (!before || cur.gone) return false;
     const copy = await openFound(async () =>
       (await rotatedSiblings(this.directory, this.base)).find(
-        (s) => s.ino !== cur.ino && !before.has(s.ino),
+        (s) => s.ino !== cur.ino && !before.has(s.ino) && s.path !== this.stateFile,
       ),
     );
     if (!copy) return false;
+    // Checked after the listing: renamed away since, this file may have been followed by newer
+    // ones (created after its rename, so listed only then), which are no copies of it.
+    const now = await statBig(this.path).catch(() => undefined);
+    if (now?.ino !== cur.ino || now.dev !== cur.dev) return close(copy.fh, false);
     this.wanted = true;
     await cur.fh.close().catch(() => undefined);
     this.cur = this.cursor(copy.fh, copy.st.dev, copy.st.ino, copy.found.path, 0);
