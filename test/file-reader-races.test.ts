@@ -341,4 +341,27 @@ describe("FileReader: rotations at the worst instant", () => {
     appendFileSync(path, "m3\n");
     await assertDelivered([one.sink], ["m1 only in the copy", "m2"], "m3");
   });
+  it("two copytruncates, then a rename, while stopped: the second copy comes before the original", async (t) => {
+    const { path, run, assertDelivered } = await setup(t);
+    writeFileSync(path, "x1\n");
+    const one = await run();
+    await until(
+      () => one.sink.lines.includes("x1"),
+      () => JSON.stringify(one.sink.lines),
+    );
+    await one.reader.stop(); // saved: this file, after x1
+    appendFileSync(path, "x2\n");
+    copyFileSync(path, `${path}.1`); // copy 1: x1 x2
+    truncateSync(path, 0);
+    appendFileSync(path, "y1\n");
+    renameSync(`${path}.1`, `${path}.2`);
+    copyFileSync(path, `${path}.1`); // copy 2: y1
+    truncateSync(path, 0);
+    appendFileSync(path, "z1\n");
+    renameSync(`${path}.2`, `${path}.3`);
+    renameSync(`${path}.1`, `${path}.2`);
+    renameSync(path, `${path}.1`); // the original: z1
+    writeFileSync(path, "w1\n");
+    await assertDelivered([one.sink], ["x1", "x2", "y1", "z1"], "w1");
+  });
 });

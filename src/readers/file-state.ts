@@ -256,12 +256,17 @@ function olderFirst(a: Rotated, b: Rotated): number {
 export async function nextRotated(
   directory: string,
   base: string,
-  after: { ino: bigint; mtimeNs: bigint },
+  after: { ino: bigint; mtimeNs: bigint; source?: bigint | undefined },
   live: bigint | undefined,
 ): Promise<Rotated | undefined> {
   const siblings = await rotatedSiblings(directory, base);
   // Where the finished file stands among them now (it may have been renamed again meanwhile).
   const at = siblings.findIndex((s) => s.ino === after.ino);
+  // After a copytruncate copy, the file it was copied from holds newer lines (and a later copy
+  // of it, older ones: the order tells those). Ordered before its copy, it was last written
+  // in the copy's clock tick, and the copy, born later, went after it: it comes next.
+  const from = siblings.findIndex((s) => s.ino === after.source && s.ino !== live);
+  if (from >= 0 && from < at) return siblings[from];
   // Gone from the listing (deleted, compressed): every file last written since it, including
   // in its last clock tick, may come after it (one read twice is granted twice, nothing more).
   return siblings.find((s, i) => s.ino !== live && (at >= 0 ? i > at : s.mtimeNs >= after.mtimeNs));

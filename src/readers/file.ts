@@ -79,8 +79,8 @@ interface Cursor {
   /** The followed path no longer names this file: read it to its end, then switch. */
   gone: boolean;
   /**
-   * This is a copytruncate copy: the inode of the file it was copied from, whose lines after
-   * the truncation come next, from byte 0, wherever a rotation has put it since.
+   * This is a copytruncate copy: the inode of the file it was copied from, whose lines are
+   * newer than the copy's whatever the files' times say (see nextRotated).
    */
   source?: bigint;
   /**
@@ -293,14 +293,7 @@ export class FileReader implements Reader {
     }
     const after = this.chainAfter;
     if (!after) return false;
-    // After a copy, the file it was copied from: its times cannot tell (the copy is born
-    // after it, and both may be last written in one clock tick).
-    const source = after.source;
-    const next =
-      (source !== undefined &&
-        source !== live &&
-        (await openFound(() => findByInode(this.directory, source, this.base)))) ||
-      (await openFound(() => nextRotated(this.directory, this.base, after, live)));
+    const next = await openFound(() => nextRotated(this.directory, this.base, after, live));
     if (next) {
       this.chainAfter = undefined;
       return this.openChained(next, after.why);
