@@ -66,6 +66,16 @@ async function until(condition: () => boolean, what: () => string, ms = 3000): P
   }
 }
 
+/** Waits until `run` has delivered `line`, lets it settle, then stops it (its position saved). */
+async function stopAfter(run: { reader: FileReader; sink: Collector }, line: string) {
+  await until(
+    () => run.sink.lines.includes(line),
+    () => JSON.stringify(run.sink.lines),
+  );
+  await delay(200);
+  await run.reader.stop();
+}
+
 async function setup(t: TestContext, defaults: Partial<FileReaderOptions> = {}) {
   const dir = await scratch("poprelay-race-");
   const path = join(dir, "mail.log");
@@ -137,12 +147,7 @@ describe("FileReader: rotations at the worst instant", () => {
       writeFileSync(path, "b1\n");
     });
     const one = await run();
-    await until(
-      () => one.sink.lines.includes("b1"),
-      () => JSON.stringify(one.sink.lines),
-    );
-    await delay(200);
-    await one.reader.stop();
+    await stopAfter(one, "b1");
     appendFileSync(path, "b2\n");
     await assertDelivered([one.sink], ["a1", "a2", "b1"], "b2");
   });
@@ -191,12 +196,7 @@ describe("FileReader: rotations at the worst instant", () => {
     const tick = new Date(Math.floor(Date.now() / 1000) * 1000);
     utimesSync(`${path}.1`, tick, tick);
     utimesSync(`${path}-20260001`, tick, tick);
-    await until(
-      () => one.sink.lines.includes("y1"),
-      () => JSON.stringify(one.sink.lines),
-    );
-    await delay(200);
-    await one.reader.stop();
+    await stopAfter(one, "y1");
     appendFileSync(path, "y2\n");
     await assertDelivered([one.sink], ["x1 first", "x2 only in the copy", "x3", "y1"], "y2");
   });
@@ -216,12 +216,7 @@ describe("FileReader: rotations at the worst instant", () => {
     renameSync(`${path}.1`, `${path}.2`);
     renameSync(path, `${path}.1`);
     writeFileSync(path, "d1\n");
-    await until(
-      () => one.sink.lines.includes("d1"),
-      () => JSON.stringify(one.sink.lines),
-    );
-    await delay(200);
-    await one.reader.stop();
+    await stopAfter(one, "d1");
     appendFileSync(path, "d2\n");
     await assertDelivered([one.sink], ["aaaa", "bbbb", "cccc", "d1"], "d2");
   });
@@ -248,12 +243,7 @@ describe("FileReader: rotations at the worst instant", () => {
     });
     const now = new Date();
     utimesSync(path, now, now); // a watch event (IN_ATTRIB): a step, with nothing new to read
-    await until(
-      () => one.sink.lines.includes("next 1"),
-      () => JSON.stringify(one.sink.lines),
-    );
-    await delay(200);
-    await one.reader.stop();
+    await stopAfter(one, "next 1");
     appendFileSync(path, "next 2\n");
     await assertDelivered(
       [one.sink],
@@ -280,12 +270,7 @@ describe("FileReader: rotations at the worst instant", () => {
     unlinkSync(`${path}.1`);
     renameSync(path, `${path}.1`);
     writeFileSync(path, "d1\n");
-    await until(
-      () => one.sink.lines.includes("d1"),
-      () => JSON.stringify(one.sink.lines),
-    );
-    await delay(200);
-    await one.reader.stop();
+    await stopAfter(one, "d1");
     appendFileSync(path, "d2\n");
     await assertDelivered([one.sink], ["a1", "c1", "d1"], "d2");
   });
@@ -303,12 +288,7 @@ describe("FileReader: rotations at the worst instant", () => {
       writeFileSync(path, "c1\n");
     });
     const one = await run();
-    await until(
-      () => one.sink.lines.includes("c1"),
-      () => JSON.stringify(one.sink.lines),
-    );
-    await delay(200);
-    await one.reader.stop();
+    await stopAfter(one, "c1");
     assert.deepEqual(one.sink.lines, ["a1", "a2", "b1", "c1"]);
     appendFileSync(path, "c2\n");
     await assertDelivered([one.sink], ["a1", "a2", "b1", "c1"], "c2");
@@ -332,12 +312,7 @@ describe("FileReader: rotations at the worst instant", () => {
     before(t, "readdir", dirname(path), appear);
     await delay(500); // more than two stat intervals
     appear();
-    await until(
-      () => one.sink.lines.includes("m2"),
-      () => JSON.stringify(one.sink.lines),
-    );
-    await delay(200);
-    await one.reader.stop();
+    await stopAfter(one, "m2");
     appendFileSync(path, "m3\n");
     await assertDelivered([one.sink], ["m1 only in the copy", "m2"], "m3");
   });
